@@ -1,0 +1,59 @@
+// Reading INI files in inih's dialect, keeping where every value came from.
+//
+// The dialect (what users write in rollguard.conf and *.rules files):
+//   [kind name]          a section; `name` is optional ("[breaker]", "[probe api]")
+//   key = value          repeated keys are kept in order; callers decide whether a
+//                        repeat is allowed
+//   # or ; at line start a comment
+//   value ; comment      an inline comment needs whitespace before the `;`
+//   <indented line>      continues the previous key's value (joined with one space),
+//                        the way long PromQL queries are written
+// Lines are limited to kMaxLineLength characters by the inih build Debian ships; a longer
+// line is an error that says to use continuation lines, never a silent truncation.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace rollguard {
+
+struct SourceLocation {
+  std::string file;
+  int line = 0;
+
+  // "file:line" — the prefix every config error starts with.
+  std::string ToString() const { return file + ":" + std::to_string(line); }
+};
+
+struct IniEntry {
+  std::string key;
+  std::string value;
+  SourceLocation where;  // the line of the key (not of a continuation)
+};
+
+struct IniSection {
+  std::string kind;  // first word of the header: "probe", "rule", "daemon", ...
+  std::string name;  // second word, empty when absent
+  std::string header;  // the header as written between the brackets, trimmed
+  SourceLocation where;
+  std::vector<IniEntry> entries;
+};
+
+struct IniDocument {
+  std::string path;
+  std::vector<IniSection> sections;
+};
+
+inline constexpr int kMaxLineLength = 198;
+
+// Parses `text` as if it were the file `path` (path is used only in error messages).
+// Errors: "path:line: <what was expected>".
+Result<IniDocument> ParseIni(std::string_view text, const std::string& path);
+
+// Reads and parses the file at `path`.
+Result<IniDocument> ReadIniFile(const std::string& path);
+
+}  // namespace rollguard

@@ -1,0 +1,143 @@
+// RuleSet: the compiled rules of one configuration and their live state.
+//
+// Life of a rule: the config loader hands each [rule NAME] section to ParseRuleSection,
+// then all definitions with the declared probes to RuleSet::Compile, which checks every
+// reference (probe, field, function, dependency) and compiles each condition once. At run
+// time the owner calls Record() when a probe reports and Evaluate() for each rule that
+// reads it; both take `now` as a value, so the daemon (real clock) and `rollguard test`
+// (simulated clock) run this same code.
+//
+// Grade semantics (spec §4): the grade is the most severe level whose condition holds,
+// failure > critical > warning > good; none holds -> excellent. Conditions of one level
+// are OR'ed. Logic is three-valued: a comparison with a missing or stale value is
+// unknown and unknown never fires a condition. `COND for D` holds once COND has held at
+// every evaluation for at least D. An improving grade must hold for `recover` before it
+// is taken. When every probe a rule reads is stale the rule holds its last grade (or
+// takes its `no_data` grade) and is marked stale; a stale outcome never runs actions.
+//
+// Thread-safety: none; the event loop owns a RuleSet.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ini.h"
+#include "common/probe_result.h"
+#include "common/result.h"
+#include "common/time.h"
+#include "rules/grade.h"
+
+namespace rollguard {
+
+// One `good = ...` / `critical = ...` line.
+struct ConditionSource {
+  std::string text;
+  SourceLocation where;
+};
+
+// A [rule NAME] section, parsed but not yet compiled against the probes.
+struct RuleDefinition {
+  std::string name;
+  SourceLocation where;
+  // Indexed by GradeIndex(); [kExcellent] is always empty (excellent has no condition).
+  std::vector<ConditionSource> conditions[kGradeCount];
+  // Action names run on entering a grade (on_warning, on_critical, on_failure), in order.
+  std::vector<std::string> actions_on[kGradeCount];
+  std::vector<std::string> depends;
+  std::map<std::string, std::string> labels;  // labels = team=payments service=api
+  std::vector<std::string> notify;            // empty = every notifier
+  std::string summary;                        // template with {{ expr | filter }}
+  Duration recover{0};
+  std::optional<Grade> no_data;  // nullopt = hold the last grade
+};
+
+// Parses one [rule NAME] section (kind "rule"). Checks keys, repeatability, durations,
+// names, grades and the syntax of every condition. Errors start "file:line: " (or
+// "file:line:column: " inside an expression) and say what was expected.
+Result<RuleDefinition> ParseRuleSection(const IniSection& section);
+
+// What the rules need to know about a probe.
+struct ProbeDeclaration {
+  std::string name;
+  std::string type;  // a type known to common/probe_types.h
+  Duration interval;
+  SourceLocation where;
+};
+
+// The result of one evaluation.
+struct RuleOutcome {
+  Grade grade = Grade::kExcellent;     // after this evaluation
+  Grade previous = Grade::kExcellent;  // before it
+  bool changed = false;                // grade != previous
+  bool stale = false;                  // every probe the rule reads is stale
+  // Human-readable cause: the condition that decided the grade and the values it saw,
+  // e.g. "api.latency > 3s (api.latency = 4.2)"; "no condition holds" for excellent.
+  std::string reason;
+  // First evaluation at which the deciding condition held (before any `for` and
+  // `recover`): the start of detection_to_action_seconds.
+  TimePoint condition_since{};
+  // Set when a rule this one depends on is critical or failure: actions are suppressed.
+  std::optional<std::string> held_by;
+  // A probe the rule reads reported a configuration error (PromQL bad_data/execution).
+  bool config_error = false;
+};
+
+// What survives a restart for one rule.
+struct RuleSnapshot {
+  Grade grade = Grade::kExcellent;
+  TimePoint since{};  // when the current grade was entered
+};
+
+class RuleSet {
+ public:
+  // Compiles the definitions against the probes. Errors (all of them, one per line,
+  // each with file:line[:column]): unknown probe, field the probe type lacks, unknown
+  // function, type mismatch, unknown or cyclic dependency, duplicate rule name.
+  static Result<RuleSet> Compile(std::vector<RuleDefinition> rules,
+                                 std::vector<ProbeDeclaration> probes);
+
+  RuleSet(RuleSet&&) noexcept;
+  RuleSet& operator=(RuleSet&&) noexcept;
+  ~RuleSet();
+
+  // Stores a probe result observed at `now` (history is kept as long as the longest
+  // window any rule reads on that probe). Returns the indices of the rules that read the
+  // probe, dependencies before dependents. Unknown probe: empty.
+  const std::vector<size_t>& Record(std::string_view probe, TimePoint now,
+                                    const ProbeResult& result);
+
+  // Evaluates rule `index` at `now` and advances its state.
+  // REQUIRES: index < size(); `now` never decreases between calls.
+  RuleOutcome Evaluate(size_t index, TimePoint now);
+
+  size_t size() const;
+  std::optional<size_t> Find(std::string_view rule_name) const;
+  const RuleDefinition& definition(size_t index) const;
+  Grade grade(size_t index) const;
+  TimePoint grade_since(size_t index) const;
+  bool stale(size_t index) const;
+  const std::string& reason(size_t index) const;
+
+  // Renders the rule's summary template with the current values ("" when it has none).
+  std::string RenderSummary(size_t index, TimePoint now) const;
+
+  // Names of the probes rule `index` reads.
+  std::vector<std::string> ProbesRead(size_t index) const;
+
+  RuleSnapshot Snapshot(size_t index) const;
+  // Resumes a rule's grade after a restart; its probes' data is empty (so it is stale
+  // until they report again, and holds the restored grade meanwhile).
+  void Restore(size_t index, const RuleSnapshot& snapshot);
+
+ private:
+  struct Impl;
+  explicit RuleSet(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rollguard
