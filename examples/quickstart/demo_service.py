@@ -45,9 +45,12 @@ class Releases:
 
     def deploy(self, version):
         with self._lock:
-            self._write("previous", self._read())
+            previous = self._read()
+            self._write("previous", previous)
             self._write("current", version)
-        say(f"deploy: {self._read_previous()} -> {version}")
+            self._seen = version
+            self._since = time.monotonic()
+        say(f"deploy: {previous} -> {version}")
 
     def install(self, version):
         self._write("current", version)
@@ -59,13 +62,6 @@ class Releases:
                 return f.readline().strip() or GOOD
         except FileNotFoundError:
             return GOOD
-
-    def _read_previous(self):
-        try:
-            with open(os.path.join(self.directory, "previous")) as f:
-                return f.readline().strip()
-        except FileNotFoundError:
-            return "?"
 
     def running(self):
         """(version, seconds it has been running): notices rollbacks done by others."""
