@@ -1,0 +1,84 @@
+// The configuration: the main file (/etc/rollguard/rollguard.conf) and every rule file
+// its `include` globs match, loaded, validated and compiled as one unit.
+//
+// LoadConfig either returns a Config that the runtime can start from, or every error it
+// found (one per line, each "file:line: [section] key: what was expected"). A reload
+// calls it too, and a failed load leaves the running config untouched: nothing here has
+// side effects beyond reading files.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/ini.h"
+#include "common/result.h"
+#include "common/time.h"
+#include "daemon/breaker.h"
+#include "probes/probe.h"
+#include "rules/rule_set.h"
+
+namespace rollguard {
+
+struct DaemonSettings {
+  std::vector<std::string> include_globs = {"rules.d/*.rules"};
+  std::string listen = "127.0.0.1:9847";  // "off" disables the HTTP listener
+  std::string state_dir = "/var/lib/rollguard";
+  std::string socket = "/run/rollguard/rollguard.sock";
+  bool dry_run = false;
+};
+
+struct BreakerConfig {
+  std::string name;  // "" is the default breaker ([breaker] without a name)
+  BreakerPolicy policy;
+  SourceLocation where;
+};
+
+// An [action NAME] section.
+struct ActionConfig {
+  std::string name;
+  std::string type;                 // "exec"
+  std::vector<std::string> argv;    // exec: the command, split without a shell
+  Duration timeout = std::chrono::minutes(5);
+  Duration cooldown = std::chrono::minutes(10);  // minimum time between two runs
+  std::string breaker;              // "" = the default breaker
+  bool dry_run = false;             // shadow mode: decide and journal, never execute
+  SourceLocation where;
+};
+
+struct Config {
+  std::string path;       // the main config file
+  std::string directory;  // its folder: relative paths resolve against it
+  std::vector<std::string> rule_files;  // files the include globs matched, sorted
+  DaemonSettings daemon;
+  std::vector<BreakerConfig> breakers;  // always contains the default breaker ("")
+  std::vector<std::shared_ptr<const ProbeConfig>> probes;
+  std::vector<ActionConfig> actions;
+  std::shared_ptr<RuleSet> rules;
+  std::vector<std::string> warnings;  // not errors: shown by `check`, logged at start
+
+  const ActionConfig* FindAction(std::string_view name) const;
+  const BreakerConfig* FindBreaker(std::string_view name) const;
+};
+
+// Loads the main config at `path` and every included rule file. Errors: all problems
+// found, joined by newlines. An unreadable main config is reported with
+// `unreadable = true` so callers can map it to exit code 2.
+struct ConfigError {
+  std::string message;
+  bool unreadable = false;
+};
+struct LoadedConfig {
+  std::optional<Config> config;
+  ConfigError error;
+};
+LoadedConfig LoadConfig(const std::string& path);
+
+// Loads rule files without a main config (for `rollguard test`): the default breaker
+// applies, or the breakers of `main_config` when non-empty (its includes not followed).
+LoadedConfig LoadRuleFiles(const std::vector<std::string>& rule_files,
+                           const std::string& main_config);
+
+}  // namespace rollguard
