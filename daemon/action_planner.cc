@@ -1,0 +1,151 @@
+#include "daemon/action_planner.h"
+
+#include <array>
+
+namespace rollguard {
+namespace {
+
+constexpr std::array<std::pair<ActionDecision, std::string_view>, 8> kDecisionNames = {{
+    {ActionDecision::kExecuted, "executed"},
+    {ActionDecision::kDryRun, "dry_run"},
+    {ActionDecision::kSuppressedBreaker, "suppressed_breaker"},
+    {ActionDecision::kSuppressedCooldown, "suppressed_cooldown"},
+    {ActionDecision::kSuppressedUnarmed, "suppressed_unarmed"},
+    {ActionDecision::kSuppressedPaused, "suppressed_paused"},
+    {ActionDecision::kSuppressedDependency, "suppressed_dependency"},
+    {ActionDecision::kSuppressedFleet, "suppressed_fleet"},
+}};
+
+std::string BreakerLabel(std::string_view name) {
+  return name.empty() ? "breaker" : "breaker " + std::string(name);
+}
+
+}  // namespace
+
+std::string_view DecisionName(ActionDecision decision) {
+  for (const auto& [value, name] : kDecisionNames) {
+    if (value == decision) return name;
+  }
+  return "unknown";
+}
+
+std::optional<ActionDecision> ParseDecision(std::string_view name) {
+  for (const auto& [value, known] : kDecisionNames) {
+    if (known == name) return value;
+  }
+  return std::nullopt;
+}
+
+void ActionPlanner::Configure(const std::vector<BreakerConfig>& breakers) {
+  std::map<std::string, Breaker, std::less<>> configured;
+  for (const BreakerConfig& config : breakers) {
+    auto existing = breakers_.find(config.name);
+    Breaker breaker(config.policy);
+    if (existing != breakers_.end()) {
+      breaker = Breaker::FromState(config.policy, existing->second.State());
+    }
+    configured.emplace(config.name, std::move(breaker));
+  }
+  breakers_ = std::move(configured);
+}
+
+Breaker& ActionPlanner::BreakerFor(std::string_view name) {
+  auto it = breakers_.find(name);
+  if (it == breakers_.end()) it = breakers_.emplace(std::string(name), Breaker(BreakerPolicy{})).first;
+  return it->second;
+}
+
+PlannedAction ActionPlanner::Decide(const ActionConfig& action, const ActionContext& context) {
+  PlannedAction plan;
+  plan.breaker = action.breaker;
+  if (context.paused) {
+    plan.decision = ActionDecision::kSuppressedPaused;
+    plan.why = "rollguard is paused";
+    return plan;
+  }
+  if (context.held_by) {
+    plan.decision = ActionDecision::kSuppressedDependency;
+    plan.why = "held by " + *context.held_by;
+    return plan;
+  }
+  if (auto ready = cooldowns_.BlockedUntil(action.name, context.now, action.cooldown)) {
+    plan.decision = ActionDecision::kSuppressedCooldown;
+    plan.cooldown_until = ready;
+    plan.why = "action cooldown until " + FormatIso8601(*ready);
+    return plan;
+  }
+  Breaker& breaker = BreakerFor(action.breaker);
+  const bool dry_run = context.dry_run || action.dry_run;
+  // A dry run asks a copy, so shadow mode consumes no budget of the real breaker.
+  Breaker probe_copy = breaker;
+  Breaker& consulted = dry_run ? probe_copy : breaker;
+  const Breaker::Decision admission = consulted.TryAdmit(context.now);
+  if (!admission.admitted) {
+    plan.decision = ActionDecision::kSuppressedBreaker;
+    plan.open_until = admission.open_until;
+    plan.why = BreakerLabel(action.breaker) + " open until " +
+               (admission.open_until ? FormatIso8601(*admission.open_until) : "reset");
+    return plan;
+  }
+  if (dry_run) {
+    plan.decision = ActionDecision::kDryRun;
+    plan.why = "dry run: would have run";
+    return plan;
+  }
+  cooldowns_.Record(action.name, context.now);
+  plan.decision = ActionDecision::kExecuted;
+  plan.why = "admitted by " + BreakerLabel(action.breaker);
+  return plan;
+}
+
+void ActionPlanner::ReplayExecuted(std::string_view action, std::string_view breaker,
+                                   TimePoint at) {
+  // The journal says it was admitted then, so it counts whatever the breaker would say now.
+  Breaker& replayed = BreakerFor(breaker);
+  BreakerState state = replayed.State();
+  state.admitted.push_back(at);
+  Breaker restored = Breaker::FromState(replayed.policy(), state);
+  if (restored.AdmittedInWindow(at) >= replayed.policy().max_actions &&
+      (!state.opened_at || *state.opened_at < at)) {
+    state.opened_at = at;
+    restored = Breaker::FromState(replayed.policy(), state);
+  }
+  replayed = restored;
+  const std::string name(action);
+  const auto last = cooldowns_.LastRuns().find(name);
+  if (last == cooldowns_.LastRuns().end() || last->second < at) cooldowns_.Record(name, at);
+}
+
+bool ActionPlanner::ResetBreaker(std::string_view name, TimePoint now) {
+  auto it = breakers_.find(name);
+  if (it == breakers_.end()) return false;
+  it->second.Reset(now);
+  return true;
+}
+
+std::map<std::string, BreakerState> ActionPlanner::BreakerStates() const {
+  std::map<std::string, BreakerState> states;
+  for (const auto& [name, breaker] : breakers_) states.emplace(name, breaker.State());
+  return states;
+}
+
+void ActionPlanner::RestoreBreakerStates(const std::map<std::string, BreakerState>& states) {
+  for (auto& [name, breaker] : breakers_) {
+    if (auto it = states.find(name); it != states.end()) {
+      breaker = Breaker::FromState(breaker.policy(), it->second);
+    }
+  }
+}
+
+const Breaker* ActionPlanner::FindBreaker(std::string_view name) const {
+  auto it = breakers_.find(name);
+  return it == breakers_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> ActionPlanner::BreakerNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, breaker] : breakers_) names.push_back(name);
+  return names;
+}
+
+}  // namespace rollguard
