@@ -49,9 +49,13 @@ struct RuleDefinition {
   // Action names run on entering a grade (on_warning, on_critical, on_failure), in order.
   std::vector<std::string> actions_on[kGradeCount];
   std::vector<std::string> depends;
+  // Where each `depends` name was written (parallel to `depends`); entries may be missing
+  // for definitions built in code, and errors then point at `where`.
+  std::vector<SourceLocation> depends_where;
   std::map<std::string, std::string> labels;  // labels = team=payments service=api
   std::vector<std::string> notify;            // empty = every notifier
   std::string summary;                        // template with {{ expr | filter }}
+  SourceLocation summary_where;               // line of `summary`; file empty when unset
   Duration recover{0};
   std::optional<Grade> no_data;  // nullopt = hold the last grade
 };
@@ -128,6 +132,10 @@ class RuleSet {
 
   // Names of the probes rule `index` reads.
   std::vector<std::string> ProbesRead(size_t index) const;
+
+  // Things that are legal but probably mistakes, found by Compile: a probe no rule reads,
+  // a rule with no condition at all. Each starts with "file:line: ".
+  const std::vector<std::string>& Warnings() const;
 
   RuleSnapshot Snapshot(size_t index) const;
   // Resumes a rule's grade after a restart; its probes' data is empty (so it is stale
