@@ -1,0 +1,81 @@
+// Compiled expressions: names bound to probe and field indices, types checked, and an
+// evaluator that reads probe data with no allocation and no string work.
+//
+// Values are three-valued where it matters: a reference to a stale probe or a missing
+// field is unknown, arithmetic and comparisons with unknown are unknown, and `and`/`or`/
+// `not` follow Kleene logic. Internal to rules/: the public contract is rules/rule_set.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ini.h"
+#include "common/probe_types.h"
+#include "common/time.h"
+#include "rules/expression.h"
+#include "rules/probe_history.h"
+
+namespace rollguard {
+
+// Everything the rules know about one declared probe, and its recent results.
+struct ProbeData {
+  std::string name;
+  const ProbeTypeInfo* type = nullptr;
+  Duration interval{0};
+  SourceLocation where;
+  std::vector<std::string> slots;       // field names rules read, in cell order
+  Duration retention{0};                // longest window read on this probe (>= 2x interval)
+  std::optional<ProbeHistory> history;  // created once slots and retention are known
+  bool reported = false;
+  TimePoint last_report{};
+  bool config_error = false;  // of the latest result
+
+  // Fresh: reported within 2x its interval.
+  bool Fresh(TimePoint now) const { return reported && now - last_report <= 2 * interval; }
+};
+
+// Binds the names in `expr` against `probes` (adding field slots as needed) and checks
+// types. `condition` says the root must be usable as a condition (a number or a
+// condition; not a string). On success fills node types and indices and returns true;
+// on failure sets `error` (offset into the expression) and returns false.
+// `probes_read` receives the indices of the probes the expression reads (deduplicated).
+bool BindExpression(Expr* expr, bool condition, std::vector<ProbeData>* probes,
+                    std::vector<int32_t>* probes_read, ExprError* error);
+
+struct Value {
+  enum class Kind : uint8_t { kUnknown, kNumber, kString };
+  Kind kind = Kind::kUnknown;
+  double number = 0;
+  std::string_view text;
+
+  static Value Unknown() { return {}; }
+  static Value Number(double n) { return {Kind::kNumber, n, {}}; }
+  static Value Text(std::string_view s) { return {Kind::kString, 0, s}; }
+  static Value Bool(bool b) { return Number(b ? 1 : 0); }
+};
+
+enum class Truth : uint8_t { kFalse, kTrue, kUnknown };
+
+// What an evaluation reads. `scratch` must have capacity for the largest probe history
+// (quantiles sort a copy there); it is the only buffer evaluation writes to.
+struct EvalContext {
+  const std::vector<ProbeData>* probes = nullptr;
+  TimePoint now{};
+  std::vector<double>* scratch = nullptr;
+  // Inside ratio(): references to this probe read this historical sample.
+  int32_t sample_probe = -1;
+  const Cell* sample = nullptr;
+};
+
+Value Evaluate(const Expr& expr, int32_t node, EvalContext& context);
+Truth EvaluateTruth(const Expr& expr, int32_t node, EvalContext& context);
+Truth TruthOf(const Value& value);
+
+// Formats a value for reasons: 4.2, "text", n/a.
+std::string FormatValue(const Value& value);
+
+}  // namespace rollguard
