@@ -1,0 +1,153 @@
+#include "probes/curl_multi.h"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <systemd/sd-event.h>
+
+#include <cstdlib>
+#include <ctime>
+
+namespace rollguard {
+namespace {
+
+// sd-event coalesces timers within 250ms by default; curl's timers drive connect and
+// request timeouts, so they should fire when asked.
+constexpr uint64_t kTimerAccuracyUsec = 1000;
+
+}  // namespace
+
+CurlMulti::CurlMulti(sd_event* event) : event_(event) {
+  static const bool initialized = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == 0; }();
+  if (!initialized) std::abort();  // OOM at startup: nothing sensible left to do
+  multi_ = curl_multi_init();
+  if (multi_ == nullptr) std::abort();
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &CurlMulti::OnSocket);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &CurlMulti::OnTimer);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
+  if (sd_event_add_time(event_, &timer_, CLOCK_MONOTONIC, 0, kTimerAccuracyUsec,
+                        &CurlMulti::OnTimeout, this) < 0) {
+    std::abort();
+  }
+  sd_event_source_set_enabled(timer_, SD_EVENT_OFF);
+}
+
+CurlMulti::~CurlMulti() {
+  *alive_ = false;
+  for (const auto& [easy, done] : transfers_) curl_multi_remove_handle(multi_, easy);
+  transfers_.clear();
+  // Closing cached connections may still call OnSocket(REMOVE); `this` is intact here.
+  curl_multi_cleanup(multi_);
+  for (const auto& [fd, source] : sockets_) sd_event_source_disable_unref(source);
+  sockets_.clear();
+  sd_event_source_disable_unref(timer_);
+}
+
+bool CurlMulti::Add(CURL* easy, Completion done) {
+  auto [it, inserted] = transfers_.emplace(easy, std::move(done));
+  if (!inserted) return false;
+  if (curl_multi_add_handle(multi_, easy) != CURLM_OK) {
+    transfers_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+void CurlMulti::Remove(CURL* easy) {
+  auto it = transfers_.find(easy);
+  if (it == transfers_.end()) return;
+  transfers_.erase(it);
+  curl_multi_remove_handle(multi_, easy);
+}
+
+int CurlMulti::OnSocket(CURL* /*easy*/, int fd, int what, void* self, void* socket) {
+  return static_cast<CurlMulti*>(self)->UpdateSocket(fd, what,
+                                                     static_cast<sd_event_source*>(socket));
+}
+
+int CurlMulti::UpdateSocket(int fd, int what, sd_event_source* known) {
+  auto it = sockets_.find(fd);
+  if (what == CURL_POLL_REMOVE) {
+    if (it != sockets_.end()) {
+      sd_event_source_disable_unref(it->second);
+      sockets_.erase(it);
+    }
+    return 0;
+  }
+  uint32_t events = 0;
+  if (what & CURL_POLL_IN) events |= EPOLLIN;
+  if (what & CURL_POLL_OUT) events |= EPOLLOUT;
+  if (known != nullptr && it != sockets_.end() && it->second == known) {
+    return sd_event_source_set_io_events(known, events) < 0 ? -1 : 0;
+  }
+  // A socket curl has not told us about yet. A source still registered under the same fd
+  // belongs to a socket that was closed without a REMOVE (its epoll registration died with
+  // it), so it is replaced, never reused.
+  if (it != sockets_.end()) {
+    sd_event_source_disable_unref(it->second);
+    sockets_.erase(it);
+  }
+  sd_event_source* source = nullptr;
+  if (sd_event_add_io(event_, &source, fd, events, &CurlMulti::OnIo, this) < 0) return -1;
+  sockets_.emplace(fd, source);
+  curl_multi_assign(multi_, fd, source);
+  return 0;
+}
+
+int CurlMulti::OnTimer(CURLM* /*multi*/, long timeout_ms, void* self) {  // NOLINT
+  static_cast<CurlMulti*>(self)->SetTimer(timeout_ms);
+  return 0;
+}
+
+void CurlMulti::SetTimer(long timeout_ms) {  // NOLINT(runtime/int)
+  if (timeout_ms < 0) {
+    sd_event_source_set_enabled(timer_, SD_EVENT_OFF);
+    return;
+  }
+  uint64_t now = 0;
+  sd_event_now(event_, CLOCK_MONOTONIC, &now);
+  sd_event_source_set_time(timer_, now + static_cast<uint64_t>(timeout_ms) * 1000);
+  sd_event_source_set_enabled(timer_, SD_EVENT_ONESHOT);
+}
+
+int CurlMulti::OnIo(sd_event_source* /*source*/, int fd, uint32_t revents, void* self) {
+  int mask = 0;
+  if (revents & EPOLLIN) mask |= CURL_CSELECT_IN;
+  if (revents & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+  if (revents & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+  static_cast<CurlMulti*>(self)->Act(fd, mask);
+  return 0;
+}
+
+int CurlMulti::OnTimeout(sd_event_source* /*source*/, uint64_t /*usec*/, void* self) {
+  static_cast<CurlMulti*>(self)->Act(CURL_SOCKET_TIMEOUT, 0);
+  return 0;
+}
+
+void CurlMulti::Act(int fd, int event_mask) {
+  int running = 0;
+  curl_multi_socket_action(multi_, fd, event_mask, &running);
+  DispatchCompleted();
+}
+
+void CurlMulti::DispatchCompleted() {
+  const std::shared_ptr<bool> alive = alive_;
+  int queued = 0;
+  while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+    if (message->msg != CURLMSG_DONE) continue;
+    CURL* easy = message->easy_handle;
+    const CURLcode code = message->data.result;
+    // Removing the handle drops `message`; everything needed was copied above. Removal
+    // comes before the callback so the callback owns a handle curl no longer touches.
+    curl_multi_remove_handle(multi_, easy);
+    auto it = transfers_.find(easy);
+    if (it == transfers_.end()) continue;
+    Completion done = std::move(it->second);
+    transfers_.erase(it);
+    done(code);
+    if (!*alive) return;
+  }
+}
+
+}  // namespace rollguard

@@ -1,0 +1,78 @@
+// CurlMulti: libcurl's multi interface driven by an sd-event loop.
+//
+// One CurlMulti serves every HTTP (and TCP) probe on a loop, so connections, DNS answers
+// and TLS sessions are reused across runs and probes. It never blocks and starts no
+// threads of its own: curl tells it which sockets to watch (CURLMOPT_SOCKETFUNCTION ->
+// one sd_event IO source per socket) and when to wake up (CURLMOPT_TIMERFUNCTION -> one
+// CLOCK_MONOTONIC time source); each wake-up calls curl_multi_socket_action and then
+// hands finished transfers to their completion callbacks.
+//
+// Thread-safety: none; everything happens on the loop's thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <unordered_map>
+
+typedef struct sd_event sd_event;                // NOLINT: matches <systemd/sd-event.h>
+typedef struct sd_event_source sd_event_source;  // NOLINT
+typedef void CURL;                               // NOLINT: matches <curl/curl.h>
+typedef void CURLM;                              // NOLINT
+
+namespace rollguard {
+
+class CurlMulti {
+ public:
+  // Called once when a transfer finishes (successfully or not) with its CURLcode. The
+  // handle has already been removed from the multi handle: the callback may clean it up,
+  // add new transfers or remove other ones.
+  using Completion = std::function<void(int curl_code)>;
+
+  // Connections kept open for reuse, across all probes (CURLMOPT_MAXCONNECTS).
+  static constexpr long kMaxCachedConnections = 256;  // NOLINT(runtime/int): curl's type
+
+  // `event` must outlive this object.
+  explicit CurlMulti(sd_event* event);
+  // Abandons transfers still in flight (their completions are not called). The easy
+  // handles stay owned by their callers.
+  ~CurlMulti();
+  CurlMulti(const CurlMulti&) = delete;
+  CurlMulti& operator=(const CurlMulti&) = delete;
+
+  // Starts a transfer on a fully configured easy handle. The caller keeps owning `easy`
+  // and must not clean it up while the transfer is in flight (Remove() it first).
+  // False when curl refuses the handle; `done` is then never called.
+  // REQUIRES: `easy` not already added.
+  bool Add(CURL* easy, Completion done);
+
+  // Stops a transfer in flight; its completion is not called. No-op for a handle that is
+  // not in flight. Safe from any completion callback.
+  void Remove(CURL* easy);
+
+  // Transfers in flight.
+  size_t active() const { return transfers_.size(); }
+
+  sd_event* event() const { return event_; }
+
+ private:
+  static int OnSocket(CURL* easy, int fd, int what, void* self, void* socket);
+  static int OnTimer(CURLM* multi, long timeout_ms, void* self);  // NOLINT(runtime/int)
+  static int OnIo(sd_event_source* source, int fd, uint32_t revents, void* self);
+  static int OnTimeout(sd_event_source* source, uint64_t usec, void* self);
+
+  int UpdateSocket(int fd, int what, sd_event_source* known);
+  void SetTimer(long timeout_ms);  // NOLINT(runtime/int)
+  void Act(int fd, int event_mask);
+  void DispatchCompleted();
+
+  sd_event* event_;
+  CURLM* multi_ = nullptr;
+  sd_event_source* timer_ = nullptr;
+  std::unordered_map<CURL*, Completion> transfers_;
+  std::unordered_map<int, sd_event_source*> sockets_;  // fd -> its IO source (curl's socketp)
+  // Flips to false when this object dies, so a completion that destroys the CurlMulti
+  // (e.g. the daemon shutting down) does not make the dispatch loop touch freed memory.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace rollguard

@@ -1,0 +1,551 @@
+#include "probes/http_probe.h"
+
+#include <curl/curl.h>
+#include <openssl/asn1.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <regex.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/strings.h"
+#include "probes/curl_multi.h"
+#include "probes/deferred_call.h"
+#include "probes/probe_keys.h"
+
+namespace rollguard {
+namespace {
+
+// expect_body: POSIX extended regex (glibc's matcher does not recurse per input byte, so a
+// 1 MiB body cannot exhaust the stack the way std::regex can).
+class BodyRegex {
+ public:
+  BodyRegex() = default;
+  ~BodyRegex() {
+    if (compiled_) regfree(&regex_);
+  }
+  BodyRegex(const BodyRegex&) = delete;
+  BodyRegex& operator=(const BodyRegex&) = delete;
+
+  // Empty on success, else what is wrong with the pattern.
+  std::string Compile(const std::string& pattern) {
+    const int code = regcomp(&regex_, pattern.c_str(), REG_EXTENDED | REG_NOSUB);
+    if (code == 0) {
+      compiled_ = true;
+      return "";
+    }
+    char message[256];
+    regerror(code, &regex_, message, sizeof(message));
+    return message;
+  }
+
+  bool Matches(const std::string& text) const {
+    regmatch_t range[1];
+    range[0].rm_so = 0;
+    range[0].rm_eo = static_cast<regoff_t>(text.size());
+    return regexec(&regex_, text.data(), 1, range, REG_STARTEND) == 0;
+  }
+
+ private:
+  regex_t regex_{};
+  bool compiled_ = false;
+};
+
+struct StatusRange {
+  int low;
+  int high;
+};
+
+std::optional<std::vector<StatusRange>> ParseStatusRanges(std::string_view text) {
+  std::vector<StatusRange> ranges;
+  auto parse_code = [](std::string_view digits) -> int {
+    digits = Trim(digits);
+    if (digits.size() != 3) return -1;
+    int code = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return -1;
+      code = code * 10 + (c - '0');
+    }
+    return code >= 100 && code <= 599 ? code : -1;
+  };
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string_view item = Trim(text.substr(start, comma - start));
+    const size_t dash = item.find('-');
+    StatusRange range{};
+    if (dash == std::string_view::npos) {
+      range.low = range.high = parse_code(item);
+    } else {
+      range.low = parse_code(item.substr(0, dash));
+      range.high = parse_code(item.substr(dash + 1));
+    }
+    if (range.low < 0 || range.high < 0 || range.low > range.high) return std::nullopt;
+    ranges.push_back(range);
+    start = comma + 1;
+  }
+  return ranges;
+}
+
+bool IsToken(std::string_view text) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct HttpOptions {
+  Duration timeout;
+  std::string url;
+  std::string method = "GET";
+  std::vector<std::string> headers;  // "Name: value", may hold secrets
+  std::optional<std::string> body;
+  std::vector<StatusRange> expect_status = {{200, 299}};
+  std::string expect_status_text = "200-299";
+  std::shared_ptr<const BodyRegex> expect_body;
+  std::string expect_body_text;
+  bool follow_redirects = false;
+  bool tls_verify = true;
+  std::string ca_file;
+};
+
+std::string FormatMiB(size_t bytes) {
+  return bytes % (size_t{1} << 20) == 0 ? std::to_string(bytes >> 20) + " MiB"
+                                        : std::to_string(bytes) + " bytes";
+}
+
+// Seconds until the peer's leaf certificate expires, read from the live TLS session (so it
+// also works on a reused connection, where CURLINFO_CERTINFO is empty).
+std::optional<double> PeerCertificateSecondsLeft(CURL* easy) {
+  const curl_tlssessioninfo* session = nullptr;
+  if (curl_easy_getinfo(easy, CURLINFO_TLS_SSL_PTR, &session) != CURLE_OK || session == nullptr ||
+      session->backend != CURLSSLBACKEND_OPENSSL || session->internals == nullptr) {
+    return std::nullopt;
+  }
+  X509* certificate = SSL_get0_peer_certificate(static_cast<SSL*>(session->internals));
+  if (certificate == nullptr) return std::nullopt;
+  int days = 0;
+  int seconds = 0;
+  if (ASN1_TIME_diff(&days, &seconds, nullptr, X509_get0_notAfter(certificate)) != 1) {
+    return std::nullopt;
+  }
+  return static_cast<double>(days) * 86400.0 + static_cast<double>(seconds);
+}
+
+void FlattenJson(const nlohmann::json& value, const std::string& path, int depth,
+                 std::map<std::string, FieldValue>& fields) {
+  if (fields.size() >= kHttpMaxJsonFields || depth > kHttpMaxJsonDepth) return;
+  switch (value.type()) {
+    case nlohmann::json::value_t::object:
+      for (auto it = value.begin(); it != value.end(); ++it) {
+        FlattenJson(it.value(), path + "." + it.key(), depth + 1, fields);
+      }
+      break;
+    case nlohmann::json::value_t::array: {
+      size_t index = 0;
+      for (const nlohmann::json& item : value) {
+        FlattenJson(item, path + "." + std::to_string(index++), depth + 1, fields);
+      }
+      break;
+    }
+    case nlohmann::json::value_t::boolean:
+      fields[path] = value.get<bool>() ? 1.0 : 0.0;
+      break;
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+    case nlohmann::json::value_t::number_float:
+      fields[path] = value.get<double>();
+      break;
+    case nlohmann::json::value_t::string:
+      fields[path] = value.get<std::string>();
+      break;
+    default:  // null, binary, discarded
+      break;
+  }
+}
+
+void AddJsonFields(const std::string& body, std::map<std::string, FieldValue>& fields) {
+  const std::string_view trimmed = Trim(body);
+  if (trimmed.empty() || (trimmed.front() != '{' && trimmed.front() != '[')) return;
+  const nlohmann::json document =
+      nlohmann::json::parse(trimmed, /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) return;
+  FlattenJson(document, "json", 0, fields);
+}
+
+double InfoSeconds(CURL* easy, CURLINFO what) {
+  curl_off_t micros = 0;
+  if (curl_easy_getinfo(easy, what, &micros) != CURLE_OK) return 0;
+  return static_cast<double>(micros) / 1e6;
+}
+
+class HttpProbe final : public Probe {
+ public:
+  HttpProbe(std::shared_ptr<const HttpOptions> options, CurlMulti& curl)
+      : options_(std::move(options)), curl_(curl) {}
+  ~HttpProbe() override { Cancel(); }
+
+  void Start(ProbeDone done) override;
+  void Cancel() override;
+
+ private:
+  // One run's libcurl state; heap-allocated so the pointers curl holds stay put.
+  struct Transfer {
+    ~Transfer() {
+      if (easy != nullptr) curl_easy_cleanup(easy);
+      curl_slist_free_all(headers);
+    }
+    CURL* easy = nullptr;
+    curl_slist* headers = nullptr;
+    std::string body;
+    bool body_over_cap = false;
+    std::optional<double> cert_expiry;
+    char error[CURL_ERROR_SIZE] = {};
+  };
+
+  static size_t OnBody(char* data, size_t size, size_t count, void* transfer);
+  static size_t OnHeader(char* data, size_t size, size_t count, void* transfer);
+  bool Configure(Transfer& transfer) const;
+  void OnDone(int code);
+  ProbeResult BuildResult(CURLcode code) const;
+  std::string DescribeFailure(CURLcode code) const;
+
+  std::shared_ptr<const HttpOptions> options_;
+  CurlMulti& curl_;
+  std::unique_ptr<Transfer> transfer_;
+  DeferredCall deferred_;
+  ProbeDone done_;
+};
+
+size_t HttpProbe::OnBody(char* data, size_t size, size_t count, void* opaque) {
+  auto* transfer = static_cast<Transfer*>(opaque);
+  const size_t bytes = size * count;
+  if (transfer->body.size() + bytes > kHttpMaxBodyBytes) {
+    transfer->body_over_cap = true;
+    return CURL_WRITEFUNC_ERROR;
+  }
+  transfer->body.append(data, bytes);
+  return bytes;
+}
+
+size_t HttpProbe::OnHeader(char* data, size_t size, size_t count, void* opaque) {
+  auto* transfer = static_cast<Transfer*>(opaque);
+  const size_t bytes = size * count;
+  // The status line starts every response (each redirect hop too): the TLS session is
+  // up by then, and the last one read belongs to the final response.
+  if (StartsWith(std::string_view(data, bytes), "HTTP/")) {
+    transfer->cert_expiry = PeerCertificateSecondsLeft(transfer->easy);
+  }
+  return bytes;
+}
+
+bool HttpProbe::Configure(Transfer& transfer) const {
+  const HttpOptions& options = *options_;
+  CURL* easy = transfer.easy;
+  bool ok = true;
+  auto set = [&ok](CURLcode code) { ok = ok && code == CURLE_OK; };
+  set(curl_easy_setopt(easy, CURLOPT_URL, options.url.c_str()));
+  set(curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https"));
+  set(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
+  set(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
+  set(curl_easy_setopt(easy, CURLOPT_PROXY, ""));  // probe the target, not a proxy
+  set(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count())));
+  set(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, options.follow_redirects ? 1L : 0L));
+  set(curl_easy_setopt(easy, CURLOPT_MAXREDIRS, static_cast<long>(kHttpMaxRedirects)));
+  set(curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+                       static_cast<curl_off_t>(kHttpMaxBodyBytes)));
+  set(curl_easy_setopt(easy, CURLOPT_USERAGENT, "rollguard/" ROLLGUARD_VERSION));
+  set(curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer.error));
+  set(curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &HttpProbe::OnBody));
+  set(curl_easy_setopt(easy, CURLOPT_WRITEDATA, &transfer));
+  set(curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &HttpProbe::OnHeader));
+  set(curl_easy_setopt(easy, CURLOPT_HEADERDATA, &transfer));
+  set(curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.tls_verify ? 1L : 0L));
+  set(curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options.tls_verify ? 2L : 0L));
+  if (!options.ca_file.empty())
+    set(curl_easy_setopt(easy, CURLOPT_CAINFO, options.ca_file.c_str()));
+
+  if (options.body) {
+    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                         static_cast<curl_off_t>(options.body->size())));
+    set(curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, options.body->c_str()));
+  } else if (options.method == "POST") {
+    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{0}));
+    set(curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, ""));
+  }
+  if (options.method == "HEAD") {
+    set(curl_easy_setopt(easy, CURLOPT_NOBODY, 1L));
+  } else if (options.method != "POST" && (options.method != "GET" || options.body)) {
+    set(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, options.method.c_str()));
+  }
+
+  // No "Expect: 100-continue" wait on larger bodies: it would cost a second per run.
+  transfer.headers = curl_slist_append(transfer.headers, "Expect:");
+  for (const std::string& header : options.headers) {
+    curl_slist* appended = curl_slist_append(transfer.headers, header.c_str());
+    if (appended == nullptr) return false;
+    transfer.headers = appended;
+  }
+  if (transfer.headers == nullptr) return false;
+  set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer.headers));
+  return ok;
+}
+
+void HttpProbe::Start(ProbeDone done) {
+  Cancel();
+  done_ = std::move(done);
+  transfer_ = std::make_unique<Transfer>();
+  transfer_->easy = curl_easy_init();
+  if (transfer_->easy == nullptr || !Configure(*transfer_) ||
+      !curl_.Add(transfer_->easy, [this](int code) { OnDone(code); })) {
+    transfer_.reset();
+    deferred_.Schedule(curl_.event(), [this] {
+      ProbeResult result;
+      result.error = "could not start the request (libcurl refused it; out of memory?)";
+      ProbeDone report = std::move(done_);
+      done_ = nullptr;
+      report(std::move(result));
+    });
+  }
+}
+
+void HttpProbe::Cancel() {
+  deferred_.Cancel();
+  if (transfer_ != nullptr) {
+    curl_.Remove(transfer_->easy);
+    transfer_.reset();
+  }
+  done_ = nullptr;
+}
+
+void HttpProbe::OnDone(int code) {
+  ProbeResult result = BuildResult(static_cast<CURLcode>(code));
+  transfer_.reset();
+  ProbeDone done = std::move(done_);
+  done_ = nullptr;
+  // Last: `done` may start the next run or destroy this probe.
+  if (done) done(std::move(result));
+}
+
+std::string HttpProbe::DescribeFailure(CURLcode code) const {
+  const Transfer& transfer = *transfer_;
+  CURL* easy = transfer.easy;
+  const std::string detail = transfer.error[0] != '\0' ? transfer.error : curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_OPERATION_TIMEDOUT: {
+      std::string where;
+      if (InfoSeconds(easy, CURLINFO_CONNECT_TIME_T) == 0) {
+        where = " while connecting";
+      } else if (InfoSeconds(easy, CURLINFO_STARTTRANSFER_TIME_T) == 0) {
+        where = " waiting for the response";
+      } else {
+        where = " reading the response (" + std::to_string(transfer.body.size()) +
+                " body bytes so far)";
+      }
+      return "timed out after " + FormatDuration(options_->timeout) + where;
+    }
+    case CURLE_COULDNT_CONNECT: {
+      long os_errno = 0;  // NOLINT(runtime/int): curl's type
+      curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+      if (os_errno == ECONNREFUSED) return "connection refused";
+      return "could not connect: " + detail;
+    }
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return "DNS lookup failed: " + detail;
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+      if (transfer.body_over_cap || code == CURLE_FILESIZE_EXCEEDED) {
+        return "response body exceeds the " + FormatMiB(kHttpMaxBodyBytes) + " cap";
+      }
+      return detail;
+    case CURLE_TOO_MANY_REDIRECTS:
+      return "more than " + std::to_string(kHttpMaxRedirects) + " redirects";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return "refused a non-HTTP(S) URL: " + detail;
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return "TLS certificate not trusted: " + detail;
+    case CURLE_SSL_CONNECT_ERROR:
+      return "TLS handshake failed: " + detail;
+    case CURLE_GOT_NOTHING:
+      return "the server closed the connection without answering";
+    default:
+      return detail;
+  }
+}
+
+ProbeResult HttpProbe::BuildResult(CURLcode code) const {
+  const Transfer& transfer = *transfer_;
+  CURL* easy = transfer.easy;
+  ProbeResult result;
+  result.latency_seconds = InfoSeconds(easy, CURLINFO_TOTAL_TIME_T);
+
+  const double dns = InfoSeconds(easy, CURLINFO_NAMELOOKUP_TIME_T);
+  const double connect = InfoSeconds(easy, CURLINFO_CONNECT_TIME_T);
+  const double tls = InfoSeconds(easy, CURLINFO_APPCONNECT_TIME_T);
+  const double first_byte = InfoSeconds(easy, CURLINFO_STARTTRANSFER_TIME_T);
+  const double pretransfer = InfoSeconds(easy, CURLINFO_PRETRANSFER_TIME_T);
+  result.fields["phase.dns"] = dns;
+  if (connect > 0) result.fields["phase.connect"] = connect - dns;
+  if (tls > 0) result.fields["phase.tls"] = tls - connect;
+  if (first_byte > 0) result.fields["phase.first_byte"] = first_byte - pretransfer;
+  if (transfer.cert_expiry) result.fields["cert_expiry"] = *transfer.cert_expiry;
+
+  long status = 0;  // NOLINT(runtime/int): curl's type
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+  if (status > 0) result.fields["status"] = static_cast<double>(status);
+
+  if (code != CURLE_OK) {
+    result.up = false;
+    result.error = DescribeFailure(code);
+    return result;
+  }
+
+  result.fields["body_bytes"] = static_cast<double>(transfer.body.size());
+  AddJsonFields(transfer.body, result.fields);
+
+  bool status_ok = false;
+  for (const StatusRange& range : options_->expect_status) {
+    if (status >= range.low && status <= range.high) status_ok = true;
+  }
+  if (!status_ok) {
+    result.error = "status " + std::to_string(status) + " not in " + options_->expect_status_text;
+    return result;
+  }
+  if (options_->expect_body != nullptr && !options_->expect_body->Matches(transfer.body)) {
+    result.error = "body does not match /" + options_->expect_body_text + "/";
+    return result;
+  }
+  result.up = true;
+  return result;
+}
+
+class HttpProbeConfig final : public ProbeConfig {
+ public:
+  HttpProbeConfig(ProbeSpec spec, std::shared_ptr<const HttpOptions> options)
+      : ProbeConfig(std::move(spec)), options_(std::move(options)) {}
+
+  std::unique_ptr<Probe> Instantiate(ProbeContext& context) const override {
+    return std::make_unique<HttpProbe>(options_, context.curl());
+  }
+
+ private:
+  std::shared_ptr<const HttpOptions> options_;
+};
+
+void ParseUrl(ProbeKeys& keys, HttpOptions& options) {
+  const IniEntry* entry = keys.Required("url");
+  if (entry == nullptr) return;
+  const std::optional<KeyValue> url = keys.Resolve(*entry);
+  if (!url) return;
+  CURLU* handle = curl_url();
+  char* scheme = nullptr;
+  const bool parsed = handle != nullptr &&
+                      curl_url_set(handle, CURLUPART_URL, url->text.c_str(), 0) == CURLUE_OK &&
+                      curl_url_get(handle, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK;
+  const bool http =
+      parsed && (std::strcmp(scheme, "http") == 0 || std::strcmp(scheme, "https") == 0);
+  curl_free(scheme);
+  curl_url_cleanup(handle);
+  if (!http) {
+    keys.ErrorAt(*entry, "expected an http:// or https:// URL, got " + url->shown);
+    return;
+  }
+  options.url = url->text;
+}
+
+void ParseHeaders(ProbeKeys& keys, HttpOptions& options) {
+  for (const IniEntry* entry : keys.All("header")) {
+    const size_t colon = entry->value.find(':');
+    const std::string_view name =
+        colon == std::string::npos ? std::string_view() : Trim(std::string_view(entry->value).substr(0, colon));
+    if (!IsToken(name)) {
+      keys.ErrorAt(*entry, "expected \"Name: value\", got " + Quoted(entry->value));
+      continue;
+    }
+    const std::optional<KeyValue> value =
+        keys.ResolveText(*entry, Trim(std::string_view(entry->value).substr(colon + 1)));
+    if (!value) continue;
+    // curl drops "Name:" (no value) from the request; "Name;" sends it empty.
+    options.headers.push_back(value->text.empty() ? std::string(name) + ";"
+                                                  : std::string(name) + ": " + value->text);
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& keys) {
+  auto options = std::make_shared<HttpOptions>();
+  options->timeout = spec.timeout;
+  ParseUrl(keys, *options);
+
+  if (const IniEntry* method = keys.Single("method")) {
+    bool upper = IsToken(method->value);
+    for (char c : method->value) upper = upper && c >= 'A' && c <= 'Z';
+    if (upper) {
+      options->method = method->value;
+    } else {
+      keys.ErrorAt(*method, "expected an upper-case HTTP method like GET or POST, got " +
+                                Quoted(method->value));
+    }
+  }
+
+  ParseHeaders(keys, *options);
+  if (const IniEntry* body = keys.Single("body")) {
+    if (auto value = keys.Resolve(*body)) options->body = value->text;
+  }
+
+  if (const IniEntry* expect = keys.Single("expect_status")) {
+    if (auto ranges = ParseStatusRanges(expect->value)) {
+      options->expect_status = std::move(*ranges);
+      options->expect_status_text = expect->value;
+    } else {
+      keys.ErrorAt(*expect, "expected status codes and ranges like 200,204,300-399, got " +
+                                Quoted(expect->value));
+    }
+  }
+
+  if (const IniEntry* expect = keys.Single("expect_body")) {
+    auto regex = std::make_shared<BodyRegex>();
+    const std::string problem = regex->Compile(expect->value);
+    if (problem.empty()) {
+      options->expect_body = std::move(regex);
+      options->expect_body_text = expect->value;
+    } else {
+      keys.ErrorAt(*expect, "expected a POSIX extended regular expression (" + problem + "), got " +
+                                Quoted(expect->value));
+    }
+  }
+
+  options->follow_redirects = keys.Bool("follow_redirects", false);
+  options->tls_verify = keys.Bool("tls_verify", true);
+
+  if (const IniEntry* ca_file = keys.Single("ca_file")) {
+    const std::string path = keys.Path(ca_file->value);
+    if (access(path.c_str(), R_OK) != 0) {
+      keys.ErrorAt(*ca_file, "expected a readable PEM file, got " + Quoted(path) + " (" +
+                                 std::strerror(errno) + ")");
+    } else {
+      options->ca_file = path;
+    }
+  }
+
+  if (std::optional<std::string> token = keys.Secret("bearer_token_file")) {
+    options->headers.push_back("Authorization: Bearer " + *token);
+  }
+
+  if (keys.has_errors()) return nullptr;
+  return std::make_shared<HttpProbeConfig>(std::move(spec), std::move(options));
+}
+
+}  // namespace rollguard

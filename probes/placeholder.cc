@@ -1,1 +1,0 @@
-// Placeholder so the library has a source until probe_context.cc lands; delete then.
