@@ -124,3 +124,32 @@ TEST_CASE("a rule set finds rules by name and keeps their definitions", "[rules]
   CHECK(rules.definition(1).name == "b");
   CHECK(rules.ProbesRead(0) == std::vector<std::string>{"api"});
 }
+
+TEST_CASE("the example from the rules reference compiles", "[rules][compile]") {
+  std::vector<ProbeDeclaration> probes = StandardProbes();
+  probes.push_back({"worker", "systemd", std::chrono::seconds(10), {"probes.conf", 40}});
+  const RuleSet rules = MustCompile(R"([rule api]
+failure  = not api for 30s
+critical = ratio(api.status >= 500, 5m) > 10% for 5m
+critical = p95(api.latency, 5m) > 5s          ; repeatable: conditions are OR'ed
+warning  = api.latency > 3s
+good     = api.latency > 200ms
+recover  = 2m
+depends  = db
+on_critical = rollback_api
+on_failure  = rollback_api
+summary  = API 5xx {{ ratio(api.status >= 500, 5m) | percent }}, p95 {{ p95(api.latency, 5m) | duration }}
+labels   = team=payments service=api
+notify   = slack
+no_data  = hold
+
+[rule db]
+critical = not db
+
+[rule api_errors]
+critical = ratio(api.status >= 500, 5m) > 10%
+warning  = changes(worker.state, 10m) > 4
+)",
+                                    probes);
+  CHECK(rules.size() == 3);
+}
