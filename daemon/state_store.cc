@@ -220,7 +220,8 @@ std::string SerializeState(const PersistedState& state) {
     deploys[service] = {{"version", deploy.version}, {"time_ms", ToMillis(deploy.time)}};
   }
   root["deploys"] = std::move(deploys);
-  return root.dump(2) + "\n";
+  // Names and versions come from users; replace invalid UTF-8 rather than throw.
+  return root.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 Result<PersistedState> ParseState(std::string_view json) {

@@ -262,3 +262,11 @@ TEST_CASE("a failed save reports the error and leaves the old state", "[state_st
   REQUIRE_FALSE(saved.ok());
   CHECK_THAT(saved.error().message, Catch::Contains(dir + "/state.json.tmp"));
 }
+
+TEST_CASE("a deploy version that is not valid UTF-8 is saved, not thrown on", "[state_store]") {
+  PersistedState state;
+  state.deploys["api"] = DeployRecord{"v1\xff", FromMillis(1)};
+  Result<PersistedState> parsed = ParseState(SerializeState(state));
+  REQUIRE(parsed.ok());
+  CHECK(parsed->deploys.at("api").version == "v1\xef\xbf\xbd");  // U+FFFD replaces the byte
+}
