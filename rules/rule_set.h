@@ -80,7 +80,10 @@ struct RuleOutcome {
   bool changed = false;                // grade != previous
   bool stale = false;                  // every probe the rule reads is stale
   // Human-readable cause: the condition that decided the grade and the values it saw,
-  // e.g. "api.latency > 3s (api.latency = 4.2)"; "no condition holds" for excellent.
+  // e.g. "api.latency > 3s (api.latency=4.2)"; "no condition holds" for excellent;
+  // "no fresh data from api, db" when stale; "not better than critical while unknown: ..."
+  // when unknown data holds the grade; "holding critical until good has held for 2m
+  // (recover)" while recovering.
   std::string reason;
   // First evaluation at which the deciding condition held (before any `for` and
   // `recover`): the start of detection_to_action_seconds.
@@ -110,12 +113,14 @@ class RuleSet {
   ~RuleSet();
 
   // Stores a probe result observed at `now` (history is kept as long as the longest
-  // window any rule reads on that probe). Returns the indices of the rules that read the
-  // probe, dependencies before dependents. Unknown probe: empty.
+  // window any rule reads on that probe, at least 2x its interval, at most 32768 results).
+  // Returns the indices of the rules whose conditions read the probe, dependencies before
+  // dependents; the vector lives as long as the RuleSet. Unknown probe: empty.
   const std::vector<size_t>& Record(std::string_view probe, TimePoint now,
                                     const ProbeResult& result);
 
-  // Evaluates rule `index` at `now` and advances its state.
+  // Evaluates rule `index` at `now` and advances its state. The conditions evaluate
+  // without allocating; formatting the outcome's reason does allocate.
   // REQUIRES: index < size(); `now` never decreases between calls.
   RuleOutcome Evaluate(size_t index, TimePoint now);
 
