@@ -153,3 +153,10 @@ warning  = changes(worker.state, 10m) > 4
                                     probes);
   CHECK(rules.size() == 3);
 }
+
+TEST_CASE("a probe declared twice is an error at the second declaration", "[rules][compile]") {
+  std::vector<ProbeDeclaration> probes = StandardProbes();
+  probes.push_back({"api", "tcp", std::chrono::seconds(10), {"probes.conf", 50}});
+  CHECK(ErrorOf("[rule a]\ncritical = not api\n", probes) ==
+        "probes.conf:50: [probe api]: expected a unique probe name, got api again");
+}
