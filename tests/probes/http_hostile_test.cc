@@ -32,7 +32,7 @@ TEST_CASE("http probe: a target that accepts and never answers costs the timeout
   CHECK_FALSE(run.result.up);
   CHECK(run.result.error == "timed out after 1s waiting for the response");
   CHECK(run.seconds >= 0.9);
-  CHECK(run.seconds < 1.5);
+  CHECK(run.seconds < 2.0);
 }
 
 TEST_CASE("http probe: a target that drips a byte a second costs the timeout", "[http]") {
@@ -45,7 +45,7 @@ TEST_CASE("http probe: a target that drips a byte a second costs the timeout", "
   CHECK_FALSE(run.result.up);
   CHECK_THAT(run.result.error, Catch::StartsWith("timed out after 2s reading the response ("));
   CHECK(run.seconds >= 1.9);
-  CHECK(run.seconds < 2.5);
+  CHECK(run.seconds < 3.0);
 }
 
 TEST_CASE("http probe: a drip in the headers is bounded too", "[http]") {
@@ -57,7 +57,7 @@ TEST_CASE("http probe: a drip in the headers is bounded too", "[http]") {
   const TimedResult run = RunHttp(server.Url("/"), "1s");
   CHECK_FALSE(run.result.up);
   CHECK_THAT(run.result.error, Catch::StartsWith("timed out after 1s"));
-  CHECK(run.seconds < 1.5);
+  CHECK(run.seconds < 2.0);
 }
 
 TEST_CASE("http probe: an endless body stops at the 1 MiB cap, quickly", "[http]") {
@@ -135,8 +135,8 @@ TEST_CASE("http probes share the loop: a slow target does not delay fast ones", 
   for (int i = 0; i < kSlow; ++i) {
     CHECK_FALSE(results[i]->result.up);
     CHECK(results[i]->seconds >= 2.9);
-    CHECK(results[i]->seconds < 3.5);
+    CHECK(results[i]->seconds < 4.0);
   }
   INFO("slowest fast probe finished after " << slowest_fast << "s");
-  CHECK(slowest_fast < 0.5);
+  CHECK(slowest_fast < 1.0);
 }

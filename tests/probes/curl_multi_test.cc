@@ -1,0 +1,124 @@
+// CurlMulti and the Probe run contract: cancelling, removing from callbacks, tearing down
+// with transfers in flight (leak-free under ASan), connection reuse.
+#include "probes/curl_multi.h"
+
+#include <curl/curl.h>
+
+#include <catch2/catch.hpp>
+#include <optional>
+#include <string>
+
+#include "probes/probe.h"
+#include "tests/probes/probe_test_util.h"
+#include "tests/probes/test_server.h"
+
+using namespace rollguard;
+using namespace rollguard::testing;
+
+namespace {
+
+size_t Discard(char*, size_t size, size_t count, void*) { return size * count; }
+
+CURL* NewTransfer(const std::string& url) {
+  CURL* easy = curl_easy_init();
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Discard);
+  return easy;
+}
+
+}  // namespace
+
+TEST_CASE("curl multi: a completion may remove another transfer in flight", "[curl]") {
+  TestServer fast(
+      [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });
+  TestServer slow([](const HttpRequest&, Connection& connection) { connection.Hang(); });
+  EventLoop loop;
+  CurlMulti multi(loop.get());
+  CURL* quick = NewTransfer(fast.Url("/"));
+  CURL* hanging = NewTransfer(slow.Url("/"));
+  std::optional<int> quick_code;
+  bool hanging_called = false;
+  REQUIRE(multi.Add(hanging, [&](int) { hanging_called = true; }));
+  REQUIRE(multi.Add(quick, [&](int code) {
+    quick_code = code;
+    multi.Remove(hanging);  // from inside a completion
+    curl_easy_cleanup(hanging);
+    curl_easy_cleanup(quick);  // its own handle: already out of the multi handle
+  }));
+  CHECK(multi.active() == 2);
+  REQUIRE(loop.RunUntil([&] { return quick_code.has_value(); }));
+  CHECK(*quick_code == CURLE_OK);
+  CHECK(multi.active() == 0);
+  loop.RunFor(std::chrono::milliseconds(200));
+  CHECK_FALSE(hanging_called);
+}
+
+TEST_CASE("curl multi: destroying it with transfers in flight calls nothing and leaks nothing",
+          "[curl]") {
+  TestServer slow([](const HttpRequest&, Connection& connection) { connection.Hang(); });
+  EventLoop loop;
+  CURL* easy = NewTransfer(slow.Url("/"));
+  bool called = false;
+  {
+    CurlMulti multi(loop.get());
+    REQUIRE(multi.Add(easy, [&](int) { called = true; }));
+    loop.RunFor(std::chrono::milliseconds(200));  // connected, waiting
+    CHECK(slow.connections() == 1);
+  }
+  loop.RunFor(std::chrono::milliseconds(100));
+  CHECK_FALSE(called);
+  curl_easy_cleanup(easy);
+}
+
+TEST_CASE("probes: Cancel() abandons a run; done is never called; the probe runs again", "[curl]") {
+  TestServer slow([](const HttpRequest& request, Connection& connection) {
+    if (request.target == "/hang") connection.Hang();
+    connection.Write(Response(200, "ok"));
+  });
+  EventLoop loop;
+  ProbeContext context(loop.get());
+  auto hanging =
+      MustParse("[probe a]\ntype = http\nurl = " + slow.Url("/hang") + "\n")->Instantiate(context);
+  bool called = false;
+  hanging->Start([&](ProbeResult) { called = true; });
+  loop.RunFor(std::chrono::milliseconds(200));
+  hanging->Cancel();
+  hanging->Cancel();  // idempotent
+  loop.RunFor(std::chrono::milliseconds(200));
+  CHECK_FALSE(called);
+  CHECK(context.curl().active() == 0);
+
+  auto probe =
+      MustParse("[probe b]\ntype = http\nurl = " + slow.Url("/ok") + "\n")->Instantiate(context);
+  probe->Start([](ProbeResult) { FAIL("cancelled run reported"); });
+  probe->Cancel();
+  CHECK(RunOnce(loop, *probe).result.up);
+  // A probe destroyed mid-run leaves nothing behind in the multi handle.
+  probe->Start([](ProbeResult) { FAIL("destroyed probe reported"); });
+  probe.reset();
+  CHECK(context.curl().active() == 0);
+}
+
+TEST_CASE("probes: done may start the next run; connections are reused across runs and probes",
+          "[curl]") {
+  TestServer server(
+      [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });
+  EventLoop loop;
+  ProbeContext context(loop.get());
+  auto first =
+      MustParse("[probe a]\ntype = http\nurl = " + server.Url("/a") + "\n")->Instantiate(context);
+  auto second =
+      MustParse("[probe b]\ntype = http\nurl = " + server.Url("/b") + "\n")->Instantiate(context);
+  int runs = 0;
+  ProbeDone again = [&](ProbeResult result) {
+    CHECK(result.up);
+    if (++runs < 5) first->Start(again);  // re-entrant start from inside done
+  };
+  first->Start(again);
+  REQUIRE(loop.RunUntil([&] { return runs == 5; }));
+  CHECK(RunOnce(loop, *second).result.up);
+  CHECK(server.requests().size() == 6);
+  CHECK(server.connections() == 1);
+}
