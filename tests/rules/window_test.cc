@@ -24,7 +24,7 @@ std::string Render(const std::string& expression, TimePoint now = At(90s)) {
 
 }  // namespace
 
-TEST_CASE("window functions aggregate the samples in (now - W, now]", "[rules][window]") {
+TEST_CASE("window functions aggregate the samples after now - W up to now", "[rules][window]") {
   // At 90s a 1m window holds the samples from 40s to 90s: latencies 5 to 10.
   CHECK(Render("count(api.latency, 1m)") == "6");
   CHECK(Render("avg(api.latency, 1m)") == "7.5");
