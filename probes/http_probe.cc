@@ -467,8 +467,9 @@ void ParseUrl(ProbeKeys& keys, HttpOptions& options) {
 void ParseHeaders(ProbeKeys& keys, HttpOptions& options) {
   for (const IniEntry* entry : keys.All("header")) {
     const size_t colon = entry->value.find(':');
-    const std::string_view name =
-        colon == std::string::npos ? std::string_view() : Trim(std::string_view(entry->value).substr(0, colon));
+    const std::string_view name = colon == std::string::npos
+                                      ? std::string_view()
+                                      : Trim(std::string_view(entry->value).substr(0, colon));
     if (!IsToken(name)) {
       keys.ErrorAt(*entry, "expected \"Name: value\", got " + Quoted(entry->value));
       continue;

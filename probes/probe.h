@@ -40,6 +40,8 @@ struct ProbeSpec {
 
 // Shared by all probes on one event loop: the loop and the one libcurl multi handle that
 // all HTTP probes share (so connections are reused across runs).
+// REQUIRES: every Probe instantiated from a context is idle (finished or Cancel()ed) or
+// destroyed before the context is destroyed; probes keep a reference to curl().
 class ProbeContext {
  public:
   // `event` must outlive the context.
