@@ -49,7 +49,7 @@ struct JournalRecord {
   std::string decision;
   std::string incident;                 // the incident id
   std::string reason;                   // one human sentence
-  std::string breaker;                  // the breaker consulted ("" = the default one)
+  std::string breaker;                  // the breaker consulted ("default" = the unnamed one)
   std::optional<TimePoint> open_until;  // suppressed_breaker: when it may admit again
 
   // Phase kFinished only.

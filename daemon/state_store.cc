@@ -102,7 +102,7 @@ PersistedState FromJson(const Json& root) {
   ForEachMember(root, "rules",
                 [&](const std::string& name, const Json& value, const std::string& where) {
                   ObjectAt(value, where);
-                  RuleSnapshot rule;
+                  PersistedRule rule;
                   if (const Json* grade = Member(value, "grade"))
                     rule.grade = StringAt(*grade, where + ".grade");
                   if (const Json* since = Member(value, "since_ms")) {
@@ -136,6 +136,10 @@ PersistedState FromJson(const Json& root) {
                 });
   if (const Json* paused = Member(root, "paused_until_ms")) {
     state.paused_until = FromMillis(MillisAt(*paused, "paused_until_ms"));
+  }
+  if (const Json* records = Member(root, "journal_records")) {
+    if (!records->is_number_unsigned()) throw BadValue("journal_records: expected a count");
+    state.journal_records = records->get<uint64_t>();
   }
   ForEachMember(root, "deploys",
                 [&](const std::string& name, const Json& value, const std::string& where) {
@@ -220,6 +224,7 @@ std::string SerializeState(const PersistedState& state) {
     deploys[service] = {{"version", deploy.version}, {"time_ms", ToMillis(deploy.time)}};
   }
   root["deploys"] = std::move(deploys);
+  root["journal_records"] = state.journal_records;
   // Names and versions come from users; replace invalid UTF-8 rather than throw.
   return root.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }

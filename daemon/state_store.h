@@ -28,11 +28,11 @@
 namespace rollguard {
 
 // A rule's grade as last evaluated, by grade name ("excellent" ... "failure").
-struct RuleSnapshot {
+struct PersistedRule {
   std::string grade;
   TimePoint since;  // when the rule entered `grade`
 
-  bool operator==(const RuleSnapshot&) const = default;
+  bool operator==(const PersistedRule&) const = default;
 };
 
 // An incident: a rule at a grade that names actions, from entering it until it recovers.
@@ -59,10 +59,13 @@ struct DeployRecord {
 struct PersistedState {
   std::map<std::string, BreakerState> breakers;    // "" = the default breaker
   std::map<std::string, TimePoint> last_runs;      // action name -> last executed
-  std::map<std::string, RuleSnapshot> rules;       // rule name -> grade
+  std::map<std::string, PersistedRule> rules;      // rule name -> grade
   std::map<std::string, IncidentState> incidents;  // rule name -> its open incident
   std::optional<TimePoint> paused_until;           // `rollguard pause`
   std::map<std::string, DeployRecord> deploys;     // service ("" = none given) -> latest
+  // How many actions.jsonl records this document accounts for. Records past it were
+  // journaled but not yet reflected here (a crash in between) and are replayed on start.
+  uint64_t journal_records = 0;
 
   bool operator==(const PersistedState&) const = default;
 };

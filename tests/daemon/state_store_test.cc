@@ -51,13 +51,14 @@ PersistedState SampleState() {
   state.breakers["db"] =
       BreakerState{{FromMillis(5'000), FromMillis(6'000), FromMillis(7'000)}, FromMillis(7'000)};
   state.last_runs["rollback_api"] = FromMillis(7'000);
-  state.rules["api"] = RuleSnapshot{"critical", FromMillis(4'000)};
-  state.rules["db"] = RuleSnapshot{"excellent", FromMillis(0)};
+  state.rules["api"] = PersistedRule{"critical", FromMillis(4'000)};
+  state.rules["db"] = PersistedRule{"excellent", FromMillis(0)};
   state.incidents["api"] =
       IncidentState{"4000-1", "critical", FromMillis(4'000), true, {"rollback_api", "page_oncall"}};
   state.paused_until = FromMillis(1'700'000'000'000);
   state.deploys["api"] = DeployRecord{"1.4.2", FromMillis(3'000)};
   state.deploys[""] = DeployRecord{"", FromMillis(2'500)};
+  state.journal_records = 42;
   return state;
 }
 
@@ -86,6 +87,7 @@ TEST_CASE("state JSON tolerates unknown and missing keys", "[state_store]") {
   CHECK(parsed->rules.at("api").grade == "warning");
   CHECK(parsed->incidents.empty());
   CHECK_FALSE(parsed->paused_until);
+  CHECK(parsed->journal_records == 0);
 
   REQUIRE(ParseState("{}").ok());
 }
@@ -104,6 +106,7 @@ TEST_CASE("state JSON errors say where the bad value is", "[state_store]") {
   CHECK_FALSE(ParseState("[]").ok());
   CHECK_FALSE(ParseState("").ok());
   CHECK_FALSE(ParseState(R"({"incidents": {"api": {"acted": "yes"}}})").ok());
+  CHECK_FALSE(ParseState(R"({"journal_records": -1})").ok());
 }
 
 TEST_CASE("opening a missing state directory creates it with mode 0750", "[state_store]") {
@@ -221,7 +224,7 @@ TEST_CASE("save replaces the state file by rename, never rewriting it in place",
   Result<StateStore> store = StateStore::Open(temp.path());
   REQUIRE(store.ok());
   PersistedState first;
-  first.rules["api"] = RuleSnapshot{"warning", FromMillis(1)};
+  first.rules["api"] = PersistedRule{"warning", FromMillis(1)};
   REQUIRE(store->Save(first).ok());
 
   // A reader that opened the file before the next save still sees the whole old document,
@@ -232,7 +235,7 @@ TEST_CASE("save replaces the state file by rename, never rewriting it in place",
 
   for (int i = 0; i < 20; ++i) {
     PersistedState next = SampleState();
-    next.rules["api"] = RuleSnapshot{"critical", FromMillis(i)};
+    next.rules["api"] = PersistedRule{"critical", FromMillis(i)};
     REQUIRE(store->Save(next).ok());
     // Between saves the file always parses and holds exactly the last saved document.
     Result<PersistedState> between = ParseState(ReadFile(temp / "state.json"));
