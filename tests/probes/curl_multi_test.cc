@@ -72,7 +72,7 @@ TEST_CASE("curl multi: destroying it with transfers in flight calls nothing and 
   curl_easy_cleanup(easy);
 }
 
-TEST_CASE("probes: Cancel() abandons a run; done is never called; the probe runs again", "[curl]") {
+TEST_CASE("probes: Cancel() abandons a run, done is never called, the probe runs again", "[curl]") {
   TestServer slow([](const HttpRequest& request, Connection& connection) {
     if (request.target == "/hang") connection.Hang();
     connection.Write(Response(200, "ok"));
@@ -101,7 +101,7 @@ TEST_CASE("probes: Cancel() abandons a run; done is never called; the probe runs
   CHECK(context.curl().active() == 0);
 }
 
-TEST_CASE("probes: done may start the next run; connections are reused across runs and probes",
+TEST_CASE("probes: done may start the next run, connections are reused across runs and probes",
           "[curl]") {
   TestServer server(
       [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });
