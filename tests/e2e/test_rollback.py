@@ -281,9 +281,23 @@ def test_no_action_before_the_first_probe_result(make_config, target, rollback, 
         f"before its 1.5s timeout could produce a result")
     assert (entry["grade"], entry["decision"]) == ("failure", "executed"), entry
     assert len(rollback.runs()) == 1
-    assert rollback.runs()[0][2] != "excellent", (
-        f"the grade before the first result was reported as excellent, on no data: "
-        f"{rollback.runs()[0]}")
+    daemon.stop()
+
+
+def test_grade_before_any_data_is_not_reported_as_excellent(config, target, rollback, daemons):
+    # The target fails from the start: before its first result the daemon knew nothing,
+    # so the grade change it reports must not claim the rule was excellent before.
+    target.set_mode("error")
+    daemon = daemons(config)
+    wait_until(rollback.runs, WAIT, "the rollback for a target that fails from the start")
+    entry = decided(config.actions())[0]
+    assert (entry["grade"], entry["decision"]) == ("critical", "executed"), entry
+    first_change = daemon.grade_changes("api")[0]
+    assert first_change[1] != "excellent", (
+        f"first grade change logged as {first_change[1]} -> {first_change[2]}: excellent was "
+        f"never observed (spec: never reports excellent on data it does not have)")
+    assert entry["previous_grade"] != "excellent", entry
+    assert rollback.environments()[0]["ROLLGUARD_PREVIOUS_GRADE"] != "excellent"
     daemon.stop()
 
 
@@ -324,19 +338,23 @@ def test_condition_on_a_missing_field_never_fires(make_config, target, rollback,
 
 
 def test_breaker_cooldown_outlasts_the_window_then_closes(make_config, target, rollback, daemons):
-    # window 2s, cooldown 5s: once three incidents are older than the window, only the
+    # window 3s, cooldown 6s: once the three admissions have left the window, only the
     # cooldown keeps the breaker open; after it, the breaker admits again.
-    config = make_config(MAIN, {"api.rules": API_RULES}, window="2s", cooldown="5s")
+    config = make_config(MAIN, {"api.rules": API_RULES}, window="3s", cooldown="6s")
     rollback.heals(True)
     daemon = start_with_data(daemons, config, target)
     for _ in range(3):
         assert incident(config, target, daemon)["decision"] == "executed", config.actions()
-    third = decided(config.actions())[2]["ts_ms"] / 1000
+    admitted = [e["ts_ms"] / 1000 for e in decided(config.actions())]
+    assert admitted[2] - admitted[0] < 2.5, (
+        f"test setup: the three admissions must share one 3s window to open the breaker, "
+        f"they spanned {admitted[2] - admitted[0]:.2f}s")
+    third = admitted[2]
 
-    time.sleep(max(0.0, third + 2.5 - time.time()))  # the window is clear, the cooldown not
+    time.sleep(max(0.0, third + 3.5 - time.time()))  # the window is clear, the cooldown not
     assert incident(config, target, daemon)["decision"] == "suppressed_breaker", config.actions()
 
-    time.sleep(max(0.0, third + 5.5 - time.time()))  # cooldown over, window clear
+    time.sleep(max(0.0, third + 6.5 - time.time()))  # cooldown over, window clear
     assert incident(config, target, daemon)["decision"] == "executed", config.actions()
     assert len(rollback.runs()) == 4
     daemon.stop()
