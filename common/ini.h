@@ -8,8 +8,8 @@
 //   value ; comment      an inline comment needs whitespace before the `;`
 //   <indented line>      continues the previous key's value (joined with one space),
 //                        the way long PromQL queries are written
-// Lines are limited to kMaxLineLength characters by the inih build Debian ships; a longer
-// line is an error that says to use continuation lines, never a silent truncation.
+// inih as Debian builds it reads lines into a 200-byte buffer; longer lines are handed to
+// it in pieces that join back to the same value (see ini.cc), never silently truncated.
 #pragma once
 
 #include <string>
@@ -47,7 +47,8 @@ struct IniDocument {
   std::vector<IniSection> sections;
 };
 
-inline constexpr int kMaxLineLength = 198;
+// The longest line handed to inih in one piece.
+inline constexpr size_t kInihLineLimit = 198;
 
 // Parses `text` as if it were the file `path` (path is used only in error messages).
 // Errors: "path:line: <what was expected>".

@@ -35,7 +35,7 @@ TEST_CASE("indented lines continue the previous value; a repeated key stays sepa
   const auto doc = ParseIni(
       "[probe errors]\n"
       "query = sum(rate(http_requests_total{code=~\"5..\"}[5m]))\n"
-      "   / sum(rate(http_requests_total[5m]))\n"
+      "   / sum(rate(http_requests_total[5m])) ; the error ratio\n"
       "header = A: 1\n"
       "header = B: 2\n",
       "p.rules");
@@ -60,7 +60,7 @@ TEST_CASE("ini errors name the file and line", "[ini]") {
 
   doc = ParseIni("[rule a]\ngood = " + std::string(300, 'x') + "\n", "long.rules");
   REQUIRE_FALSE(doc.ok());
-  CHECK_THAT(doc.error().message, Catch::StartsWith("long.rules:2: line is"));
+  CHECK_THAT(doc.error().message, Catch::StartsWith("long.rules:2: line is 307 characters"));
 
   doc = ParseIni("[rule a b c]\n", "h.rules");
   REQUIRE_FALSE(doc.ok());
@@ -81,4 +81,20 @@ TEST_CASE("names are lowercase identifiers", "[strings]") {
   CHECK_FALSE(IsValidName("2api"));
   CHECK_FALSE(IsValidName("api-v2"));
   CHECK_FALSE(IsValidName(""));
+}
+
+TEST_CASE("lines longer than inih's buffer arrive whole", "[ini]") {
+  std::string words;
+  for (int i = 0; i < 120; ++i) words += (i ? " " : "") + std::string("w") + std::to_string(i);
+  std::string comment = "# " + std::string(400, 'c');
+  const auto doc = ParseIni("[action a]\n" + comment + "\ncommand = " + words +
+                                " ; a trailing comment\nnext = 1\n",
+                            "long.rules");
+  REQUIRE(doc.ok());
+  const auto& entries = doc->sections[0].entries;
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].key == "command");
+  CHECK(entries[0].value == words);
+  CHECK(entries[0].where.line == 3);
+  CHECK(entries[1].where.line == 4);
 }
