@@ -109,6 +109,7 @@ class RuleSectionParser {
       if (!Once(entry)) return;
       const Grade grade = *ParseGrade(std::string_view(key).substr(3));
       rule_.actions_on[GradeIndex(grade)] = Names(entry, "action names");
+      rule_.actions_where[GradeIndex(grade)] = entry.where;
     } else if (key == "summary") {
       if (!Once(entry)) return;
       const SummaryParse parsed = ParseSummary(entry.value);

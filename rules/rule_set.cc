@@ -32,6 +32,7 @@ struct ConditionState {
 
 struct RuleState {
   Grade grade = Grade::kExcellent;
+  bool established = false;  // graded on fresh data, or restored, at least once
   TimePoint since{};
   bool stale = true;
   std::string reason;
@@ -397,6 +398,7 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
   const RuleDefinition& definition = rule.definition;
   RuleOutcome outcome;
   outcome.previous = state.grade;
+  outcome.previous_known = state.established;
   for (size_t dep : rule.depends) {
     if (IsWorseThan(rules[dep].state.grade, Grade::kWarning)) {
       outcome.held_by = rules[dep].definition.name;
@@ -435,6 +437,7 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
   }
   state.stale_since.reset();
   state.stale = false;
+  state.established = true;
 
   EvalContext context{&probes, now, &scratch};
   int first_true[kGradeCount] = {-1, -1, -1, -1, -1};
@@ -577,6 +580,7 @@ void RuleSet::Restore(size_t index, const RuleSnapshot& snapshot) {
   CompiledRule& rule = impl_->rules[index];
   RuleState& state = rule.state;
   state.grade = snapshot.grade;
+  state.established = true;
   state.since = snapshot.since;
   state.condition_since = snapshot.since;
   state.stale = !rule.probes.empty();

@@ -48,6 +48,7 @@ struct RuleDefinition {
   std::vector<ConditionSource> conditions[kGradeCount];
   // Action names run on entering a grade (on_warning, on_critical, on_failure), in order.
   std::vector<std::string> actions_on[kGradeCount];
+  SourceLocation actions_where[kGradeCount];  // the line of each on_<grade> key
   std::vector<std::string> depends;
   // Where each `depends` name was written (parallel to `depends`); entries may be missing
   // for definitions built in code, and errors then point at `where`.
@@ -77,6 +78,9 @@ struct ProbeDeclaration {
 struct RuleOutcome {
   Grade grade = Grade::kExcellent;     // after this evaluation
   Grade previous = Grade::kExcellent;  // before it
+  // False while the rule has never been graded on fresh data (nor restored): `previous`
+  // is then only the starting value, not a grade rollguard observed ("none" to users).
+  bool previous_known = true;
   bool changed = false;                // grade != previous
   bool stale = false;                  // every probe the rule reads is stale
   // Human-readable cause: the condition that decided the grade and the values it saw,
