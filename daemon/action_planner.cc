@@ -36,6 +36,23 @@ std::optional<ActionDecision> ParseDecision(std::string_view name) {
   return std::nullopt;
 }
 
+std::vector<std::string> ActionsToConsider(const RuleDefinition& rule, const RuleOutcome& outcome,
+                                           std::string* why_not) {
+  if (why_not != nullptr) why_not->clear();
+  if (!outcome.changed) return {};
+  const std::vector<std::string>& named = rule.actions_on[GradeIndex(outcome.grade)];
+  if (named.empty()) return {};
+  if (outcome.stale) {
+    if (why_not != nullptr) *why_not = "stale: no action runs on data rollguard does not have";
+    return {};
+  }
+  if (outcome.config_error) {
+    if (why_not != nullptr) *why_not = "a probe it reads has a configuration error";
+    return {};
+  }
+  return named;
+}
+
 void ActionPlanner::Configure(const std::vector<BreakerConfig>& breakers) {
   std::map<std::string, Breaker, std::less<>> configured;
   for (const BreakerConfig& config : breakers) {

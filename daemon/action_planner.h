@@ -23,6 +23,7 @@
 #include "daemon/breaker.h"
 #include "daemon/config.h"
 #include "rules/grade.h"
+#include "rules/rule_set.h"
 
 namespace rollguard {
 
@@ -56,6 +57,12 @@ struct PlannedAction {
   std::optional<TimePoint> cooldown_until;  // for suppressed_cooldown
   std::string why;  // one human sentence: "breaker open until 12:31", "held by db", ...
 };
+
+// The action names an evaluation asks to consider: those of a grade the rule has just
+// entered, on fresh data without configuration errors. Empty otherwise, with `why_not`
+// (when given) saying why a named action is not considered ("" when none is named).
+std::vector<std::string> ActionsToConsider(const RuleDefinition& rule, const RuleOutcome& outcome,
+                                           std::string* why_not = nullptr);
 
 class ActionPlanner {
  public:

@@ -77,6 +77,9 @@ void ParseBreakerSection(const IniSection& section, Config* config,
   if (!section.name.empty() && !IsValidName(section.name)) {
     reader.Error("breaker names are lowercase: [a-z][a-z0-9_]*");
   }
+  if (section.name == "default") {
+    reader.Error("\"default\" is reserved for the unnamed [breaker]; use [breaker] or another name");
+  }
   BreakerConfig breaker;
   breaker.name = section.name;
   breaker.where = section.where;
@@ -218,7 +221,7 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
     for (int g = 0; g < kGradeCount; ++g) {
       for (const std::string& action : rule.actions_on[g]) {
         if (config->FindAction(action) == nullptr) {
-          errors->push_back(rule.where.ToString() + ": [rule " + rule.name + "] on_" +
+          errors->push_back(rule.actions_where[g].ToString() + ": [rule " + rule.name + "] on_" +
                             std::string(GradeName(static_cast<Grade>(g))) + ": unknown action \"" +
                             action + "\" (define it in an [action " + action + "] section)");
         }
@@ -239,6 +242,7 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
     return;
   }
   config->rules = std::make_shared<RuleSet>(std::move(*compiled));
+  for (const std::string& warning : config->rules->Warnings()) config->warnings.push_back(warning);
 }
 
 Config EmptyConfig(const std::string& path) {

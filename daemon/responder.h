@@ -1,0 +1,54 @@
+// Responder: what rollguard does when a rule's grade changes.
+//
+// It persists rule grades and incidents, decides every action a newly entered grade names
+// (through the pure ActionPlanner: pause, dependency, cooldown, breaker, dry-run), writes
+// each decision to the action journal before anything runs, and runs executed actions
+// on the event loop without blocking it.
+//
+// Crash safety: a decision is appended (and fsync'd) to actions.jsonl before the action
+// starts, and state.json is replaced atomically after it. On start, journal records that
+// state.json does not cover yet are replayed into the breakers, cooldowns and rule grades,
+// so a kill -9 at any point neither forgets an admitted action nor runs one twice.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "common/time.h"
+#include "daemon/config.h"
+#include "daemon/event_log.h"
+#include "rules/rule_set.h"
+
+typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
+
+namespace rollguard {
+
+class Responder {
+ public:
+  // Opens state_dir (creating it), loads state.json and replays the journal tail.
+  // Errors when the state directory cannot be used or its state is corrupt.
+  static Result<std::unique_ptr<Responder>> Create(sd_event* event, const Config& config,
+                                                   bool force_dry_run, EventLog& log,
+                                                   const Clock& clock);
+  virtual ~Responder() = default;
+
+  // Restores persisted grades into `rules` (by rule name) after a start or a reload.
+  virtual void RestoreGrades(RuleSet& rules) = 0;
+
+  // Handles one evaluation result of rule `index` at `now`.
+  virtual void OnOutcome(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
+                         TimePoint now) = 0;
+
+  // Takes a reloaded config: new actions and breaker policies; breaker history is kept.
+  virtual void Reconfigure(const Config& config) = 0;
+
+  // "breaker closed", "breaker open until 12:30", ... for STATUS=.
+  virtual std::string BreakerSummary(TimePoint now) const = 0;
+
+  virtual int RunningActions() const = 0;
+};
+
+}  // namespace rollguard

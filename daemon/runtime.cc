@@ -1,0 +1,258 @@
+#include "daemon/runtime.h"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+
+#include <cstring>
+#include <map>
+
+#include "daemon/responder.h"
+#include "daemon/schedule.h"
+
+namespace rollguard {
+namespace {
+
+uint64_t MonotonicNowUs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+uint64_t ToMicros(Duration d) { return static_cast<uint64_t>(d.count()) * 1000; }
+
+// Rules whose probes went silent are evaluated at least this often, so staleness and
+// `no_data` grades are noticed without any probe reporting.
+constexpr uint64_t kSweepIntervalUs = 1'000'000;
+
+class Daemon {
+ public:
+  Daemon(const RuntimeOptions& options, EventLog& log) : options_(options), log_(log) {}
+
+  ~Daemon() {
+    StopProbes();
+    responder_.reset();
+    probe_context_.reset();
+    if (sweep_ != nullptr) sd_event_source_unref(sweep_);
+    for (sd_event_source* source : signal_sources_) sd_event_source_unref(source);
+    if (event_ != nullptr) sd_event_unref(event_);
+  }
+
+  int Run(Config config) {
+    // Signals arrive through the loop; SIGCHLD is blocked for sd_event_add_child.
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int signal : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&mask, signal);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+    int rc = sd_event_default(&event_);
+    if (rc < 0) return Fatal("cannot create the event loop", rc);
+    for (int signal : {SIGTERM, SIGINT, SIGHUP}) {
+      sd_event_source* source = nullptr;
+      rc = sd_event_add_signal(event_, &source, signal, &Daemon::OnSignal, this);
+      if (rc < 0) return Fatal("cannot watch signals", rc);
+      signal_sources_.push_back(source);
+    }
+    // Sends WATCHDOG=1 from the loop itself when the unit sets WatchdogSec=.
+    sd_event_set_watchdog(event_, 1);
+
+    probe_context_ = std::make_unique<ProbeContext>(event_);
+    auto responder = Responder::Create(event_, config, options_.force_dry_run, log_, clock_);
+    if (!responder) {
+      log_.Error("cannot start: " + responder.error().message);
+      return 1;
+    }
+    responder_ = std::move(*responder);
+    Install(std::move(config));
+
+    rc = sd_event_add_time_relative(event_, &sweep_, CLOCK_MONOTONIC, kSweepIntervalUs, 0,
+                                    &Daemon::OnSweep, this);
+    if (rc < 0) return Fatal("cannot add the sweep timer", rc);
+    sd_event_source_set_enabled(sweep_, SD_EVENT_ON);
+
+    log_.Info("rollguard " ROLLGUARD_VERSION " started: " + std::to_string(config_.probes.size()) +
+                  " probes, " + std::to_string(rules_->size()) + " rules" +
+                  (options_.force_dry_run || config_.daemon.dry_run ? " (dry run)" : ""),
+              {{"ROLLGUARD_CONFIG", config_.path}});
+    sd_notify(0, ("READY=1\nSTATUS=" + StatusLine()).c_str());
+    rc = sd_event_loop(event_);
+    sd_notify(0, "STOPPING=1");
+    if (rc < 0) return Fatal("event loop failed", rc);
+    log_.Info("rollguard stopped");
+    return 0;
+  }
+
+ private:
+  struct ProbeSlot {
+    Daemon* daemon = nullptr;
+    std::shared_ptr<const ProbeConfig> config;
+    std::unique_ptr<Probe> probe;
+    sd_event_source* timer = nullptr;
+    uint64_t first_us = 0;
+    uint64_t interval_us = 0;
+    bool in_flight = false;
+  };
+
+  int Fatal(const std::string& what, int rc) {
+    log_.Error(what + ": " + std::strerror(-rc));
+    return 1;
+  }
+
+  // Takes `config` as the running configuration: rules (with persisted or previous
+  // grades restored) and probes (scheduled afresh).
+  void Install(Config config) {
+    std::shared_ptr<RuleSet> previous_rules = rules_;
+    StopProbes();
+    config_ = std::move(config);
+    rules_ = config_.rules;
+    responder_->Reconfigure(config_);
+    responder_->RestoreGrades(*rules_);
+    if (previous_rules) {
+      // A reload keeps each surviving rule's grade, so it neither re-enters its grade
+      // (running actions again) nor forgets an incident.
+      for (size_t i = 0; i < previous_rules->size(); ++i) {
+        if (auto index = rules_->Find(previous_rules->definition(i).name)) {
+          rules_->Restore(*index, previous_rules->Snapshot(i));
+        }
+      }
+    }
+    last_evaluated_.assign(rules_->size(), TimePoint{});
+    const uint64_t now_us = MonotonicNowUs();
+    for (const auto& probe_config : config_.probes) {
+      auto slot = std::make_unique<ProbeSlot>();
+      slot->daemon = this;
+      slot->config = probe_config;
+      slot->probe = probe_config->Instantiate(*probe_context_);
+      slot->interval_us = ToMicros(probe_config->spec().interval);
+      slot->first_us = now_us + InitialOffset(probe_config->spec().name, slot->interval_us);
+      sd_event_add_time(event_, &slot->timer, CLOCK_MONOTONIC, slot->first_us, 0,
+                        &Daemon::OnProbeDue, slot.get());
+      slots_.push_back(std::move(slot));
+    }
+  }
+
+  void StopProbes() {
+    for (auto& slot : slots_) {
+      slot->probe->Cancel();
+      sd_event_source_disable_unref(slot->timer);
+    }
+    slots_.clear();
+  }
+
+  static int OnProbeDue(sd_event_source* source, uint64_t usec, void* userdata) {
+    auto* slot = static_cast<ProbeSlot*>(userdata);
+    // Next slot first, on the fixed grid: a slow run never delays the schedule.
+    sd_event_source_set_time(source, NextSlotAfter(slot->first_us, slot->interval_us, usec));
+    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+    if (slot->in_flight) return 0;  // cannot happen while timeout < interval; be safe
+    slot->in_flight = true;
+    slot->probe->Start([slot](ProbeResult result) {
+      slot->in_flight = false;
+      slot->daemon->OnProbeResult(*slot, std::move(result));
+    });
+    return 0;
+  }
+
+  void OnProbeResult(const ProbeSlot& slot, ProbeResult result) {
+    const TimePoint now = clock_.Now();
+    const std::string& name = slot.config->spec().name;
+    if (!result.up) {
+      log_.Debug("probe " + name + " down: " + result.error, {{"ROLLGUARD_PROBE", name}});
+    }
+    // Copy: Record's vector lives in the RuleSet, which Evaluate does not touch, but a
+    // reload triggered from a callback must not pull it away mid-loop either.
+    const std::vector<size_t> readers = rules_->Record(name, now, result);
+    for (size_t index : readers) Evaluate(index, now);
+  }
+
+  void Evaluate(size_t index, TimePoint now) {
+    last_evaluated_[index] = now;
+    const RuleOutcome outcome = rules_->Evaluate(index, now);
+    responder_->OnOutcome(*rules_, index, outcome, now);
+    if (outcome.changed) status_dirty_ = true;
+  }
+
+  static int OnSweep(sd_event_source* source, uint64_t usec, void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    const TimePoint now = daemon->clock_.Now();
+    for (size_t i = 0; i < daemon->rules_->size(); ++i) {
+      if (now - daemon->last_evaluated_[i] >= std::chrono::seconds(1)) daemon->Evaluate(i, now);
+    }
+    if (daemon->status_dirty_) {
+      daemon->status_dirty_ = false;
+      sd_notify(0, ("STATUS=" + daemon->StatusLine()).c_str());
+    }
+    sd_event_source_set_time(source, usec + kSweepIntervalUs);
+    sd_event_source_set_enabled(source, SD_EVENT_ON);
+    return 0;
+  }
+
+  static int OnSignal(sd_event_source* /*source*/, const signalfd_siginfo* info,
+                      void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    if (info->ssi_signo == SIGHUP) {
+      daemon->Reload();
+    } else {
+      daemon->log_.Info(std::string("received ") + strsignal(static_cast<int>(info->ssi_signo)) +
+                        ", stopping");
+      sd_notify(0, "STOPPING=1");
+      sd_event_exit(daemon->event_, 0);
+    }
+    return 0;
+  }
+
+  void Reload() {
+    sd_notify(0, ("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(MonotonicNowUs())).c_str());
+    LoadedConfig loaded = LoadConfig(options_.config_path);
+    if (!loaded.config) {
+      log_.Error("reload rejected, the running configuration stays in effect:\n" +
+                 loaded.error.message);
+      sd_notify(0, ("READY=1\nSTATUS=reload failed; " + StatusLine()).c_str());
+      return;
+    }
+    for (const std::string& warning : loaded.config->warnings) log_.Warning(warning);
+    Install(std::move(*loaded.config));
+    log_.Info("configuration reloaded: " + std::to_string(config_.probes.size()) + " probes, " +
+              std::to_string(rules_->size()) + " rules");
+    sd_notify(0, ("READY=1\nSTATUS=" + StatusLine()).c_str());
+  }
+
+  // "14 rules: 12 excellent, 1 warning, 1 critical; breaker closed"
+  std::string StatusLine() const {
+    int counts[kGradeCount] = {};
+    for (size_t i = 0; i < rules_->size(); ++i) ++counts[GradeIndex(rules_->grade(i))];
+    std::string line = std::to_string(rules_->size()) + " rules:";
+    bool first = true;
+    for (int g = 0; g < kGradeCount; ++g) {
+      if (counts[g] == 0) continue;
+      line += std::string(first ? " " : ", ") + std::to_string(counts[g]) + " " +
+              std::string(GradeName(static_cast<Grade>(g)));
+      first = false;
+    }
+    return line + "; " + responder_->BreakerSummary(clock_.Now());
+  }
+
+  RuntimeOptions options_;
+  EventLog& log_;
+  SystemClock clock_;
+  sd_event* event_ = nullptr;
+  std::vector<sd_event_source*> signal_sources_;
+  sd_event_source* sweep_ = nullptr;
+  std::unique_ptr<ProbeContext> probe_context_;
+  std::unique_ptr<Responder> responder_;
+  Config config_;
+  std::shared_ptr<RuleSet> rules_;
+  std::vector<std::unique_ptr<ProbeSlot>> slots_;
+  std::vector<TimePoint> last_evaluated_;
+  bool status_dirty_ = false;
+};
+
+}  // namespace
+
+int RunDaemon(Config config, const RuntimeOptions& options, EventLog& log) {
+  Daemon daemon(options, log);
+  return daemon.Run(std::move(config));
+}
+
+}  // namespace rollguard
