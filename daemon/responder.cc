@@ -36,9 +36,10 @@ std::string SecondsText(double seconds) {
 class ResponderImpl final : public Responder {
  public:
   ResponderImpl(sd_event* event, bool force_dry_run, EventLog& log, const Clock& clock,
-                StateStore store, ActionJournal journal)
+                RuntimeObserver& observer, StateStore store, ActionJournal journal)
       : log_(log),
         clock_(clock),
+        observer_(observer),
         force_dry_run_(force_dry_run),
         store_(std::move(store)),
         journal_(std::move(journal)),
@@ -108,8 +109,8 @@ class ResponderImpl final : public Responder {
     std::vector<std::string> names = ActionsToConsider(rule, outcome, &why_not);
     if (!why_not.empty()) log_.Warning("rule " + rule.name + ": no action: " + why_not, fields);
     if (!names.empty()) {
-      RunNext(Trigger{rule.name, outcome.grade, from, outcome.reason,
-                      outcome.held_by, Incident(rule.name), {names.begin(), names.end()}});
+      RunNext(Trigger{rule.name, outcome.grade, from, outcome.reason, outcome.held_by,
+                      Incident(rule.name), {names.begin(), names.end()}, outcome.condition_since});
     }
     if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
   }
@@ -135,6 +136,22 @@ class ResponderImpl final : public Responder {
 
   int RunningActions() const override { return runner_.Running(); }
 
+  std::vector<BreakerReport> Breakers(TimePoint now) const override {
+    std::vector<BreakerReport> reports;
+    for (const std::string& name : planner_.BreakerNames()) {
+      const Breaker* breaker = planner_.FindBreaker(name);
+      if (breaker == nullptr) continue;
+      BreakerReport report;
+      report.name = JournalBreakerName(name);
+      report.open = breaker->IsOpen(now);
+      report.admitted_in_window = breaker->AdmittedInWindow(now);
+      report.max_actions = breaker->policy().max_actions;
+      report.open_until = breaker->OpenUntil(now);
+      reports.push_back(std::move(report));
+    }
+    return reports;
+  }
+
  private:
   // The remaining actions of one grade entry: `on_critical = a b` runs a, then b.
   struct Trigger {
@@ -145,6 +162,7 @@ class ResponderImpl final : public Responder {
     std::optional<std::string> held_by;
     std::string incident;
     std::deque<std::string> remaining;
+    TimePoint detected_at;  // when the triggering condition first held
   };
 
   std::string Incident(const std::string& rule) const {
@@ -205,6 +223,8 @@ class ResponderImpl final : public Responder {
       record.breaker = JournalBreakerName(action.breaker);
       record.open_until = plan.open_until;
       const Status journaled = Journal(record);
+      observer_.OnActionDecided(record, plan, trigger.detected_at);
+      if (plan.decision == ActionDecision::kExecuted) observer_.OnBreakers(Breakers(now), now);
       const LogFields fields = {{"ROLLGUARD_RULE", trigger.rule},
                                 {"ROLLGUARD_ACTION", action.name},
                                 {"ROLLGUARD_GRADE", record.grade},
@@ -270,6 +290,7 @@ class ResponderImpl final : public Responder {
     record.error = result.error;
     if (Status journaled = Journal(record); !journaled) log_.Error(journaled.error().message);
     if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+    observer_.OnActionFinished(record);
     const LogFields fields = {{"ROLLGUARD_RULE", decided.rule},
                               {"ROLLGUARD_ACTION", decided.action},
                               {"ROLLGUARD_RESULT", record.result}};
@@ -297,6 +318,7 @@ class ResponderImpl final : public Responder {
 
   EventLog& log_;
   const Clock& clock_;
+  RuntimeObserver& observer_;
   bool force_dry_run_;
   bool config_dry_run_ = false;
   StateStore store_;
@@ -314,14 +336,15 @@ class ResponderImpl final : public Responder {
 
 Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, const Config& config,
                                                      bool force_dry_run, EventLog& log,
-                                                     const Clock& clock) {
+                                                     const Clock& clock,
+                                                     RuntimeObserver& observer) {
   auto store = StateStore::Open(config.daemon.state_dir);
   if (!store) return Fail(store.error().message);
   const std::string journal_path =
       (std::filesystem::path(config.daemon.state_dir) / "actions.jsonl").string();
   auto journal = ActionJournal::Open(journal_path);
   if (!journal) return Fail(journal.error().message);
-  auto responder = std::make_unique<ResponderImpl>(event, force_dry_run, log, clock,
+  auto responder = std::make_unique<ResponderImpl>(event, force_dry_run, log, clock, observer,
                                                    std::move(*store), std::move(*journal));
   responder->journal_path_ = journal_path;
   if (Status loaded = responder->Load(config); !loaded) return Fail(loaded.error().message);

@@ -20,6 +20,7 @@
 #include "common/time.h"
 #include "daemon/config.h"
 #include "daemon/event_log.h"
+#include "daemon/observer.h"
 #include "rules/rule_set.h"
 
 typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
@@ -30,9 +31,11 @@ class Responder {
  public:
   // Opens state_dir (creating it), loads state.json and replays the journal tail.
   // Errors when the state directory cannot be used or its state is corrupt.
+  // `observer` (which must outlive the responder) hears of every decision.
   static Result<std::unique_ptr<Responder>> Create(sd_event* event, const Config& config,
                                                    bool force_dry_run, EventLog& log,
-                                                   const Clock& clock);
+                                                   const Clock& clock,
+                                                   RuntimeObserver& observer);
   virtual ~Responder() = default;
 
   // Restores persisted grades into `rules` (by rule name) after a start or a reload.
@@ -49,6 +52,9 @@ class Responder {
   virtual std::string BreakerSummary(TimePoint now) const = 0;
 
   virtual int RunningActions() const = 0;
+
+  // Every breaker's state at `now`, for observers (metrics, status, notifiers).
+  virtual std::vector<BreakerReport> Breakers(TimePoint now) const = 0;
 };
 
 }  // namespace rollguard

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "daemon/observer.h"
 #include "daemon/responder.h"
 #include "daemon/schedule.h"
 
@@ -58,7 +59,10 @@ class Daemon {
     sd_event_set_watchdog(event_, 1);
 
     probe_context_ = std::make_unique<ProbeContext>(event_);
-    auto responder = Responder::Create(event_, config, options_.force_dry_run, log_, clock_);
+    // Observers (metrics, status, notifiers) are added to observers_ here, before the
+    // responder and the first configuration are created, so they see everything.
+    auto responder =
+        Responder::Create(event_, config, options_.force_dry_run, log_, clock_, observers_);
     if (!responder) {
       log_.Error("cannot start: " + responder.error().message);
       return 1;
@@ -118,6 +122,7 @@ class Daemon {
       }
     }
     last_evaluated_.assign(rules_->size(), TimePoint{});
+    observers_.OnConfigApplied(config_, clock_.Now());
     const uint64_t now_us = MonotonicNowUs();
     for (const auto& probe_config : config_.probes) {
       auto slot = std::make_unique<ProbeSlot>();
@@ -162,6 +167,7 @@ class Daemon {
     }
     // Copy: Record's vector lives in the RuleSet, which Evaluate does not touch, but a
     // reload triggered from a callback must not pull it away mid-loop either.
+    observers_.OnProbeResult(slot.config->spec(), result, now);
     const std::vector<size_t> readers = rules_->Record(name, now, result);
     for (size_t index : readers) Evaluate(index, now);
   }
@@ -170,6 +176,7 @@ class Daemon {
     last_evaluated_[index] = now;
     const RuleOutcome outcome = rules_->Evaluate(index, now);
     responder_->OnOutcome(*rules_, index, outcome, now);
+    observers_.OnRuleEvaluated(*rules_, index, outcome, now);
     if (outcome.changed) status_dirty_ = true;
   }
 
@@ -179,6 +186,7 @@ class Daemon {
     for (size_t i = 0; i < daemon->rules_->size(); ++i) {
       if (now - daemon->last_evaluated_[i] >= std::chrono::seconds(1)) daemon->Evaluate(i, now);
     }
+    daemon->observers_.OnBreakers(daemon->responder_->Breakers(now), now);
     if (daemon->status_dirty_) {
       daemon->status_dirty_ = false;
       sd_notify(0, ("STATUS=" + daemon->StatusLine()).c_str());
@@ -208,6 +216,7 @@ class Daemon {
     if (!loaded.config) {
       log_.Error("reload rejected, the running configuration stays in effect:\n" +
                  loaded.error.message);
+      observers_.OnReloadFailed(loaded.error.message, clock_.Now());
       sd_notify(0, ("READY=1\nSTATUS=reload failed; " + StatusLine()).c_str());
       return;
     }
@@ -240,6 +249,8 @@ class Daemon {
   std::vector<sd_event_source*> signal_sources_;
   sd_event_source* sweep_ = nullptr;
   std::unique_ptr<ProbeContext> probe_context_;
+  // Declared before the responder, which holds a reference to it.
+  ObserverList observers_;
   std::unique_ptr<Responder> responder_;
   Config config_;
   std::shared_ptr<RuleSet> rules_;

@@ -1,0 +1,88 @@
+// RuntimeObserver: what the runtime tells the parts that only watch it — metrics, the
+// status API, notifiers. Every call happens on the event loop, after the fact, and must
+// not block: an observer that needs IO queues it on the loop.
+//
+// Observers see everything through this one interface, so the runtime and the responder
+// never depend on Prometheus, HTTP or Slack, and a test can record what was reported.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/probe_result.h"
+#include "common/time.h"
+#include "daemon/action_journal.h"
+#include "daemon/action_planner.h"
+#include "daemon/config.h"
+#include "rules/rule_set.h"
+
+namespace rollguard {
+
+struct BreakerReport {
+  std::string name;  // "default" for the unnamed breaker
+  bool open = false;
+  int admitted_in_window = 0;
+  int max_actions = 0;
+  std::optional<TimePoint> open_until;
+};
+
+class RuntimeObserver {
+ public:
+  virtual ~RuntimeObserver() = default;
+
+  // A configuration took effect (at start, or after a successful reload).
+  virtual void OnConfigApplied(const Config& /*config*/, TimePoint /*now*/) {}
+  // A reload was rejected; the previous configuration keeps running.
+  virtual void OnReloadFailed(const std::string& /*error*/, TimePoint /*now*/) {}
+  // A probe reported.
+  virtual void OnProbeResult(const ProbeSpec& /*probe*/, const ProbeResult& /*result*/,
+                             TimePoint /*now*/) {}
+  // A rule was evaluated (changed or not).
+  virtual void OnRuleEvaluated(const RuleSet& /*rules*/, size_t /*index*/,
+                               const RuleOutcome& /*outcome*/, TimePoint /*now*/) {}
+  // An action decision was taken and journaled (phase "decided"). For executed actions
+  // `detected_at` is when the triggering condition first held.
+  virtual void OnActionDecided(const JournalRecord& /*record*/, const PlannedAction& /*plan*/,
+                               TimePoint /*detected_at*/) {}
+  // An executed action finished (phase "finished").
+  virtual void OnActionFinished(const JournalRecord& /*record*/) {}
+  // Every breaker's state, once a second and after every decision.
+  virtual void OnBreakers(const std::vector<BreakerReport>& /*breakers*/, TimePoint /*now*/) {}
+};
+
+// Fans every call out to the observers added, in order.
+class ObserverList final : public RuntimeObserver {
+ public:
+  void Add(std::shared_ptr<RuntimeObserver> observer) { observers_.push_back(std::move(observer)); }
+
+  void OnConfigApplied(const Config& config, TimePoint now) override {
+    for (auto& o : observers_) o->OnConfigApplied(config, now);
+  }
+  void OnReloadFailed(const std::string& error, TimePoint now) override {
+    for (auto& o : observers_) o->OnReloadFailed(error, now);
+  }
+  void OnProbeResult(const ProbeSpec& probe, const ProbeResult& result, TimePoint now) override {
+    for (auto& o : observers_) o->OnProbeResult(probe, result, now);
+  }
+  void OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
+                       TimePoint now) override {
+    for (auto& o : observers_) o->OnRuleEvaluated(rules, index, outcome, now);
+  }
+  void OnActionDecided(const JournalRecord& record, const PlannedAction& plan,
+                       TimePoint detected_at) override {
+    for (auto& o : observers_) o->OnActionDecided(record, plan, detected_at);
+  }
+  void OnActionFinished(const JournalRecord& record) override {
+    for (auto& o : observers_) o->OnActionFinished(record);
+  }
+  void OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) override {
+    for (auto& o : observers_) o->OnBreakers(breakers, now);
+  }
+
+ private:
+  std::vector<std::shared_ptr<RuntimeObserver>> observers_;
+};
+
+}  // namespace rollguard
