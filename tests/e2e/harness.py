@@ -64,14 +64,6 @@ def wait_until(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
-def stays(predicate, duration, what, interval=0.05):
-    """Asserts predicate() holds at every poll for `duration` seconds."""
-    deadline = time.monotonic() + duration
-    while time.monotonic() < deadline:
-        assert predicate(), f"expected {what} to hold for {duration}s, it stopped holding"
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------------------
 # The HTTP target
 

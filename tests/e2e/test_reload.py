@@ -21,7 +21,7 @@ def test_broken_config_on_sighup_keeps_the_running_one(make_config, target, roll
 
     config.write("rules.d/api.rules", BROKEN_RULES)
     daemon.process.send_signal(signal.SIGHUP)
-    wait_for_probes(target, 5)  # a second for the reload to be tried and rejected
+    wait_for_probes(target, 5, daemon=daemon)  # a second to try the reload and reject it
     daemon.assert_running()
 
     entry = incident(config, target, daemon)
@@ -37,7 +37,7 @@ def test_valid_config_on_sighup_takes_effect(make_config, target, rollback, daem
 
     config.write("rules.d/api.rules", CHANGED_RULES)
     daemon.process.send_signal(signal.SIGHUP)
-    wait_for_probes(target, 5)
+    wait_for_probes(target, 5, daemon=daemon)
     daemon.assert_running()
 
     target.set_mode("error")

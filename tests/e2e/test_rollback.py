@@ -58,18 +58,22 @@ def config(make_config):
     return make_config(MAIN, {"api.rules": API_RULES}, window="30s", cooldown="5s")
 
 
-def wait_for_probes(target, count, since=None, timeout=WAIT):
-    """Waits until the target answered `count` /health requests since `since`."""
+def wait_for_probes(target, count, since=None, timeout=WAIT, daemon=None):
+    """Waits until the target answered `count` /health requests since `since`; fails
+    at once with the daemon's log when `daemon` has exited meanwhile."""
     since = time.time() if since is None else since
-    wait_until(lambda: len(target.requests_since(since)) >= count, timeout,
-               f"{count} probe requests to the target")
+
+    def probed():
+        if daemon is not None:
+            daemon.assert_running()
+        return len(target.requests_since(since)) >= count
+    wait_until(probed, timeout, f"{count} probe requests to the target")
 
 
 def start_with_data(daemons, config, target, *args):
     """Starts the daemon and waits until the rule has seen a few healthy results."""
     daemon = daemons(config, *args)
-    wait_for_probes(target, 3, since=daemon.started_at)
-    daemon.assert_running()
+    wait_for_probes(target, 3, since=daemon.started_at, daemon=daemon)
     return daemon
 
 
@@ -90,7 +94,7 @@ def wait_finished(config, count, timeout=WAIT):
 def recover(target, daemon):
     """Heals the target and waits until the rule has had healthy results again."""
     target.set_mode("healthy")
-    wait_for_probes(target, 3)
+    wait_for_probes(target, 3, daemon=daemon)
     time.sleep(PROBE_INTERVAL / 2)  # the last answer has been evaluated
     daemon.assert_running()
 
@@ -118,7 +122,7 @@ def test_rollback_runs_once_per_incident_while_target_stays_unhealthy(config, ta
 
     target.set_mode("error")
     wait_until(rollback.runs, WAIT, "the rollback script to run")
-    wait_for_probes(target, 15)  # the target stays unhealthy for 15 more probe intervals
+    wait_for_probes(target, 15, daemon=daemon)  # the target stays unhealthy for 15 more probe intervals
 
     assert rollback.runs() == [("api", "critical", "excellent")]
     entries = config.actions()
@@ -187,8 +191,7 @@ def test_restart_does_not_rerun_the_action_of_an_incident_already_acted_on(confi
     daemon.kill()  # the rule is critical and stays so: the target is still failing
 
     restarted = daemons(config)
-    wait_for_probes(target, 10, since=restarted.started_at)  # two seconds of 503s
-    restarted.assert_running()
+    wait_for_probes(target, 10, since=restarted.started_at, daemon=restarted)  # 2s of 503s
     assert len(rollback.runs()) == 1, f"the rollback ran again after the restart: {rollback.runs()}"
     assert decisions(config).count("executed") == 1, config.actions()
 
@@ -268,7 +271,7 @@ def test_no_action_before_the_first_probe_result(make_config, target, rollback, 
     target.set_mode("slow", slow_seconds=30)
     config = make_config(MAIN, {"api.rules": HANGING_RULES}, window="30s", cooldown="5s")
     daemon = daemons(config)
-    wait_for_probes(target, 1, since=daemon.started_at)
+    wait_for_probes(target, 1, since=daemon.started_at, daemon=daemon)
     first_request = target.requests[0]
     time.sleep(max(0.0, first_request + 1.0 - time.time()))
     assert config.actions() == [] and rollback.runs() == [], (
@@ -326,7 +329,7 @@ def test_condition_on_a_missing_field_never_fires(make_config, target, rollback,
     target.set_mode("slow", slow_seconds=30)
     config = make_config(MAIN, {"api.rules": MISSING_FIELD_RULES}, window="30s", cooldown="5s")
     daemon = daemons(config)
-    wait_for_probes(target, 5, since=daemon.started_at)
+    wait_for_probes(target, 5, since=daemon.started_at, daemon=daemon)
     time.sleep(0.3)  # the last request's timeout has been reported
     daemon.assert_running()
     assert config.actions() == [] and rollback.runs() == [], config.actions()
