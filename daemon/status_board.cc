@@ -1,0 +1,291 @@
+#include "daemon/status_board.h"
+
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace rollguard {
+namespace {
+
+using nlohmann::json;
+
+json TimeOrNull(const std::optional<TimePoint>& t) {
+  return t ? json(FormatIso8601(*t)) : json(nullptr);
+}
+
+json FieldJson(const FieldValue& value) {
+  if (const double* number = std::get_if<double>(&value)) return json(*number);  // NaN -> null
+  return json(std::get<std::string>(value));
+}
+
+bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<BreakerReport>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].name != b[i].name || a[i].open != b[i].open ||
+        a[i].admitted_in_window != b[i].admitted_in_window ||
+        a[i].max_actions != b[i].max_actions || a[i].open_until != b[i].open_until) {
+      return false;
+    }
+  }
+  return true;
+}
+
+json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>& finished) {
+  json entry = {
+      {"id", decided.id},
+      {"time", FormatIso8601(decided.time)},
+      {"rule", decided.rule},
+      {"action", decided.action},
+      {"grade", decided.grade},
+      {"previous_grade", decided.previous_grade},
+      {"decision", decided.decision},
+      {"incident", decided.incident},
+      {"reason", decided.reason},
+      {"breaker", decided.breaker},
+      {"open_until", TimeOrNull(decided.open_until)},
+      // Executed actions: null while running, then ok | failed | timeout.
+      {"result", nullptr},
+      {"finished_at", nullptr},
+      {"exit_code", nullptr},
+      {"signal", nullptr},
+      {"duration_seconds", nullptr},
+      {"error", nullptr},
+  };
+  if (finished) {
+    entry["result"] = finished->result;
+    entry["finished_at"] = FormatIso8601(finished->time);
+    if (finished->exit_code) entry["exit_code"] = *finished->exit_code;
+    if (finished->signal) entry["signal"] = *finished->signal;
+    if (finished->duration_seconds) entry["duration_seconds"] = *finished->duration_seconds;
+    if (!finished->error.empty()) entry["error"] = finished->error;
+  }
+  return entry;
+}
+
+}  // namespace
+
+StatusBoard::StatusBoard(size_t max_actions)
+    : max_actions_(max_actions), published_(std::make_shared<const std::string>("{}")) {}
+
+void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
+  config_path_ = config.path;
+  // The first application is the start, not a reload; it still says when the running
+  // configuration took effect.
+  last_reload_ok_ = true;
+  last_reload_time_ = now;
+  last_reload_error_.clear();
+
+  std::vector<RuleEntry> rules;
+  std::map<std::string, size_t, std::less<>> rule_index;
+  const RuleSet& rule_set = *config.rules;
+  for (size_t i = 0; i < rule_set.size(); ++i) {
+    const RuleDefinition& definition = rule_set.definition(i);
+    RuleEntry entry;
+    entry.name = definition.name;
+    entry.labels = definition.labels;
+    entry.probes = rule_set.ProbesRead(i);
+    entry.grade = std::string(GradeName(rule_set.grade(i)));
+    if (rule_set.grade_since(i) != TimePoint{}) entry.since = rule_set.grade_since(i);
+    entry.stale = rule_set.stale(i);
+    entry.reason = rule_set.reason(i);
+    // A surviving rule keeps what its last evaluation said until it is evaluated again.
+    if (auto it = rule_index_.find(entry.name); it != rule_index_.end()) {
+      const RuleEntry& old = rules_[it->second];
+      entry.held_by = old.held_by;
+      entry.config_error = old.config_error;
+      entry.evaluated_at = old.evaluated_at;
+      if (entry.reason.empty()) entry.reason = old.reason;
+    }
+    rule_index.emplace(entry.name, rules.size());
+    rules.push_back(std::move(entry));
+  }
+  rules_ = std::move(rules);
+  rule_index_ = std::move(rule_index);
+
+  std::vector<ProbeEntry> probes;
+  std::map<std::string, size_t, std::less<>> probe_index;
+  for (const auto& probe_config : config.probes) {
+    const ProbeSpec& spec = probe_config->spec();
+    ProbeEntry entry;
+    entry.name = spec.name;
+    entry.type = spec.type;
+    entry.labels = spec.labels;
+    if (auto it = probe_index_.find(spec.name); it != probe_index_.end()) {
+      const ProbeEntry& old = probes_[it->second];
+      if (old.type == spec.type) {
+        entry.last = old.last;
+        entry.reported_at = old.reported_at;
+      }
+    }
+    probe_index.emplace(entry.name, probes.size());
+    probes.push_back(std::move(entry));
+  }
+  probes_ = std::move(probes);
+  probe_index_ = std::move(probe_index);
+  dirty_ = true;
+}
+
+void StatusBoard::OnReloadFailed(const std::string& error, TimePoint now) {
+  last_reload_ok_ = false;
+  last_reload_time_ = now;
+  last_reload_error_ = error;
+  dirty_ = true;
+}
+
+void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& result, TimePoint now) {
+  auto it = probe_index_.find(probe.name);
+  if (it == probe_index_.end()) return;  // a run that outlived its configuration
+  ProbeEntry& entry = probes_[it->second];
+  entry.last = result;
+  entry.reported_at = now;
+  dirty_ = true;
+}
+
+void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
+                                  TimePoint now) {
+  auto it = rule_index_.find(rules.definition(index).name);
+  if (it == rule_index_.end()) return;
+  RuleEntry& entry = rules_[it->second];
+  const std::string grade(GradeName(outcome.grade));
+  const std::optional<TimePoint> since = rules.grade_since(index) == TimePoint{}
+                                             ? std::nullopt
+                                             : std::optional<TimePoint>(rules.grade_since(index));
+  // Evaluations happen on every probe result; only a visible change makes the document
+  // worth publishing again (evaluated_at alone does not).
+  if (entry.grade != grade || entry.since != since || entry.stale != outcome.stale ||
+      entry.reason != outcome.reason || entry.held_by != outcome.held_by ||
+      entry.config_error != outcome.config_error) {
+    dirty_ = true;
+  }
+  entry.grade = grade;
+  entry.since = since;
+  entry.stale = outcome.stale;
+  entry.reason = outcome.reason;
+  entry.held_by = outcome.held_by;
+  entry.config_error = outcome.config_error;
+  entry.evaluated_at = now;
+}
+
+void StatusBoard::OnActionDecided(const JournalRecord& record, const PlannedAction& /*plan*/,
+                                  TimePoint /*detected_at*/) {
+  actions_.push_front(ActionEntry{record, std::nullopt});
+  while (actions_.size() > max_actions_) actions_.pop_back();
+  dirty_ = true;
+}
+
+void StatusBoard::OnActionFinished(const JournalRecord& record) {
+  for (ActionEntry& entry : actions_) {
+    if (entry.decided.id == record.id) {
+      entry.finished = record;
+      dirty_ = true;
+      return;
+    }
+  }
+  // Its decision already fell off the end of the list: nothing to complete.
+}
+
+void StatusBoard::OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint /*now*/) {
+  if (SameBreakers(breakers, breakers_)) return;
+  breakers_ = breakers;
+  dirty_ = true;
+}
+
+void StatusBoard::SetPausedUntil(std::optional<TimePoint> until) {
+  if (paused_until_ == until) return;
+  paused_until_ = until;
+  dirty_ = true;
+}
+
+std::string StatusBoard::Json() const {
+  json rules = json::array();
+  for (const RuleEntry& rule : rules_) {
+    rules.push_back({
+        {"name", rule.name},
+        {"grade", rule.grade},
+        {"since", TimeOrNull(rule.since)},
+        {"stale", rule.stale},
+        {"reason", rule.reason},
+        {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
+        {"config_error", rule.config_error},
+        {"evaluated_at", TimeOrNull(rule.evaluated_at)},
+        {"labels", rule.labels},
+        {"probes", rule.probes},
+    });
+  }
+
+  json probes = json::array();
+  for (const ProbeEntry& probe : probes_) {
+    json entry = {
+        {"name", probe.name},         {"type", probe.type},
+        {"labels", probe.labels},     {"up", nullptr},
+        {"latency_seconds", nullptr}, {"fields", json::object()},
+        {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
+    };
+    if (probe.last) {
+      entry["up"] = probe.last->up;
+      entry["latency_seconds"] = probe.last->latency_seconds;
+      for (const auto& [field, value] : probe.last->fields)
+        entry["fields"][field] = FieldJson(value);
+      if (!probe.last->error.empty()) entry["error"] = probe.last->error;
+      entry["config_error"] = probe.last->config_error;
+    }
+    probes.push_back(std::move(entry));
+  }
+
+  json breakers = json::array();
+  for (const BreakerReport& breaker : breakers_) {
+    breakers.push_back({
+        {"name", breaker.name},
+        {"state", breaker.open ? "open" : "closed"},
+        {"open", breaker.open},
+        {"admitted_in_window", breaker.admitted_in_window},
+        {"max_actions", breaker.max_actions},
+        {"open_until", TimeOrNull(breaker.open_until)},
+    });
+  }
+
+  json actions = json::array();
+  for (const ActionEntry& action : actions_)
+    actions.push_back(ActionJson(action.decided, action.finished));
+
+  json document = {
+      {"version", ROLLGUARD_VERSION},
+      {"config",
+       {
+           {"path", config_path_},
+           {"last_reload_ok", last_reload_ok_},
+           {"last_reload_time", TimeOrNull(last_reload_time_)},
+           {"last_reload_error",
+            last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
+       }},
+      {"paused_until", TimeOrNull(paused_until_)},
+      {"rules", std::move(rules)},
+      {"probes", std::move(probes)},
+      {"breakers", std::move(breakers)},
+      {"last_actions", std::move(actions)},
+  };
+  // Probe errors and reasons are text from the outside world: never let invalid UTF-8
+  // turn a status request into an exception.
+  return document.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
+  if (!dirty_) return std::nullopt;
+  if (last_publish_ && now - *last_publish_ < kPublishInterval && now >= *last_publish_) {
+    return *last_publish_ + kPublishInterval;
+  }
+  auto document = std::make_shared<const std::string>(Json());
+  {
+    std::lock_guard<std::mutex> lock(published_mutex_);
+    published_ = std::move(document);
+  }
+  dirty_ = false;
+  last_publish_ = now;
+  return std::nullopt;
+}
+
+std::shared_ptr<const std::string> StatusBoard::Published() const {
+  std::lock_guard<std::mutex> lock(published_mutex_);
+  return published_;
+}
+
+}  // namespace rollguard

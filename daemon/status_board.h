@@ -1,0 +1,116 @@
+// StatusBoard: the document behind `GET /api/v1/status` and `rollguard status`.
+//
+// An observer that keeps, from what the runtime reports, the current state of every
+// rule, probe and breaker, the last action decisions, the maintenance pause and the
+// configuration. It never asks the runtime anything: what it shows is what it was told.
+//
+// The document (JSON, see docs/metrics.md for the fields):
+//   {"version", "config": {path, last_reload_ok, last_reload_time, last_reload_error},
+//    "paused_until", "rules": [...], "probes": [...], "breakers": [...],
+//    "last_actions": [...]}   (last_actions newest first, at most `max_actions`)
+// Times are ISO-8601 (FormatIso8601), absent times are null. Secrets never appear: probe
+// fields and errors are secret-free by contract (common/probe_result.h), and neither
+// probe URLs nor DSNs are shown.
+//
+// Threads: every observer call, SetPausedUntil(), Json() and MaybePublish() belong to the
+// event loop. Published() may be called from any thread (the HTTP server's): it returns
+// the document as last published, which MaybePublish() refreshes at most once per
+// `kPublishInterval` while something changed.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/probe_result.h"
+#include "common/time.h"
+#include "daemon/observer.h"
+
+namespace rollguard {
+
+class StatusBoard final : public RuntimeObserver {
+ public:
+  static constexpr Duration kPublishInterval = std::chrono::milliseconds(100);
+  static constexpr size_t kDefaultMaxActions = 50;
+
+  explicit StatusBoard(size_t max_actions = kDefaultMaxActions);
+
+  void OnConfigApplied(const Config& config, TimePoint now) override;
+  void OnReloadFailed(const std::string& error, TimePoint now) override;
+  void OnProbeResult(const ProbeSpec& probe, const ProbeResult& result, TimePoint now) override;
+  void OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
+                       TimePoint now) override;
+  void OnActionDecided(const JournalRecord& record, const PlannedAction& plan,
+                       TimePoint detected_at) override;
+  void OnActionFinished(const JournalRecord& record) override;
+  void OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) override;
+
+  // The maintenance pause (`rollguard pause`): nullopt when not paused.
+  void SetPausedUntil(std::optional<TimePoint> until);
+
+  // The whole document, rendered now. Loop thread only.
+  std::string Json() const;
+
+  // True when something changed since the last publication.
+  bool dirty() const { return dirty_; }
+
+  // Publishes Json() when something changed and the last publication is at least
+  // kPublishInterval before `now`. Returns when to call again if a change is waiting
+  // for the interval to pass, nullopt when nothing is pending. Loop thread only.
+  std::optional<TimePoint> MaybePublish(TimePoint now);
+
+  // The last published document ("{}" before the first). Any thread; never blocks on
+  // rendering.
+  std::shared_ptr<const std::string> Published() const;
+
+ private:
+  struct RuleEntry {
+    std::string name;
+    std::string grade = "excellent";
+    std::optional<TimePoint> since;
+    bool stale = true;
+    std::string reason;
+    std::optional<std::string> held_by;
+    bool config_error = false;
+    std::optional<TimePoint> evaluated_at;
+    std::map<std::string, std::string> labels;
+    std::vector<std::string> probes;
+  };
+  struct ProbeEntry {
+    std::string name;
+    std::string type;
+    std::map<std::string, std::string> labels;
+    std::optional<ProbeResult> last;
+    std::optional<TimePoint> reported_at;
+  };
+  struct ActionEntry {
+    JournalRecord decided;
+    std::optional<JournalRecord> finished;
+  };
+
+  size_t max_actions_;
+  std::string config_path_;
+  bool last_reload_ok_ = true;
+  std::optional<TimePoint> last_reload_time_;
+  std::string last_reload_error_;
+  std::optional<TimePoint> paused_until_;
+  std::vector<RuleEntry> rules_;
+  std::map<std::string, size_t, std::less<>> rule_index_;
+  std::vector<ProbeEntry> probes_;
+  std::map<std::string, size_t, std::less<>> probe_index_;
+  std::vector<BreakerReport> breakers_;
+  std::deque<ActionEntry> actions_;  // newest first
+
+  bool dirty_ = true;
+  std::optional<TimePoint> last_publish_;
+
+  mutable std::mutex published_mutex_;
+  std::shared_ptr<const std::string> published_;
+};
+
+}  // namespace rollguard

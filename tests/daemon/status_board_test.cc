@@ -1,0 +1,298 @@
+#include "daemon/status_board.h"
+
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "daemon/config.h"
+
+namespace rollguard {
+namespace {
+
+using nlohmann::json;
+
+// A config folder on disk, loaded by the real loader.
+class ConfigFolder {
+ public:
+  explicit ConfigFolder(const std::string& rules) {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "rollguard-status-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+    std::filesystem::create_directories(path_ + "/rules.d");
+    Write("rollguard.conf",
+          "[daemon]\ninclude = rules.d/*.rules\nlisten = off\nstate_dir = state\n");
+    Write("rules.d/main.rules", rules);
+  }
+  ~ConfigFolder() { std::filesystem::remove_all(path_); }
+
+  void Write(const std::string& relative, const std::string& text) {
+    std::ofstream(path_ + "/" + relative) << text;
+  }
+
+  Config Load() {
+    LoadedConfig loaded = LoadConfig(path_ + "/rollguard.conf");
+    INFO(loaded.error.message);
+    REQUIRE(loaded.config);
+    return std::move(*loaded.config);
+  }
+
+ private:
+  std::string path_;
+};
+
+const char kRules[] = R"(
+[probe api]
+type = http
+url = http://user:hunter2@127.0.0.1:1/health
+interval = 1s
+timeout = 500ms
+labels = team=payments
+
+[rule api]
+critical = api.status >= 500
+on_critical = rollback
+labels = service=api
+
+[action rollback]
+type = exec
+command = /bin/true
+)";
+
+ProbeResult Up(double status) {
+  ProbeResult result;
+  result.up = true;
+  result.latency_seconds = 0.25;
+  result.fields["status"] = status;
+  result.fields["json.state"] = std::string("ok");
+  return result;
+}
+
+json Document(const StatusBoard& board) { return json::parse(board.Json()); }
+
+TEST_CASE("status board lists configured rules and probes before any report", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(1000));
+  const json doc = Document(board);
+
+  REQUIRE(doc["rules"].size() == 1);
+  CHECK(doc["rules"][0]["name"] == "api");
+  CHECK(doc["rules"][0]["grade"] == "excellent");
+  CHECK(doc["rules"][0]["stale"] == true);
+  CHECK(doc["rules"][0]["labels"]["service"] == "api");
+  CHECK(doc["rules"][0]["probes"] == json::array({"api"}));
+  REQUIRE(doc["probes"].size() == 1);
+  CHECK(doc["probes"][0]["name"] == "api");
+  CHECK(doc["probes"][0]["type"] == "http");
+  CHECK(doc["probes"][0]["up"].is_null());
+  CHECK(doc["probes"][0]["reported_at"].is_null());
+  CHECK(doc["config"]["last_reload_ok"] == true);
+  CHECK(doc["config"]["last_reload_time"] == FormatIso8601(FromMillis(1000)));
+  CHECK(doc["paused_until"].is_null());
+  CHECK(doc["last_actions"].empty());
+  // The probe URL carries a password: the status document never shows URLs.
+  CHECK(board.Json().find("hunter2") == std::string::npos);
+}
+
+TEST_CASE("status board shows the last probe report and the rule's grade", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  RuleSet& rules = *config.rules;
+  const ProbeSpec& spec = config.probes[0]->spec();
+
+  ProbeResult result = Up(503);
+  board.OnProbeResult(spec, result, FromMillis(5000));
+  rules.Record("api", FromMillis(5000), result);
+  const RuleOutcome outcome = rules.Evaluate(0, FromMillis(5000));
+  REQUIRE(outcome.grade == Grade::kCritical);
+  board.OnRuleEvaluated(rules, 0, outcome, FromMillis(5000));
+
+  const json doc = Document(board);
+  const json& probe = doc["probes"][0];
+  CHECK(probe["up"] == true);
+  CHECK(probe["latency_seconds"] == 0.25);
+  CHECK(probe["fields"]["status"] == 503.0);
+  CHECK(probe["fields"]["json.state"] == "ok");
+  CHECK(probe["error"].is_null());
+  CHECK(probe["reported_at"] == FormatIso8601(FromMillis(5000)));
+  const json& rule = doc["rules"][0];
+  CHECK(rule["grade"] == "critical");
+  CHECK(rule["stale"] == false);
+  CHECK(rule["since"] == FormatIso8601(FromMillis(5000)));
+  CHECK(rule["reason"].get<std::string>().find("api.status") != std::string::npos);
+  CHECK(rule["held_by"].is_null());
+
+  ProbeResult down;
+  down.up = false;
+  down.latency_seconds = 0.5;
+  down.error = "connection refused";
+  board.OnProbeResult(spec, down, FromMillis(6000));
+  const json later = Document(board);
+  CHECK(later["probes"][0]["up"] == false);
+  CHECK(later["probes"][0]["error"] == "connection refused");
+  CHECK(later["probes"][0]["fields"].empty());
+}
+
+JournalRecord Decision(const std::string& id, const std::string& decision, int64_t ms) {
+  JournalRecord record;
+  record.time = FromMillis(ms);
+  record.id = id;
+  record.rule = "api";
+  record.action = "rollback";
+  record.grade = "critical";
+  record.previous_grade = "excellent";
+  record.decision = decision;
+  record.incident = "api-" + std::to_string(ms);
+  record.reason = "api.status >= 500";
+  record.breaker = "default";
+  return record;
+}
+
+TEST_CASE("status board keeps the last actions newest first, completed when they finish",
+          "[status_board]") {
+  StatusBoard board(3);
+  for (int i = 0; i < 5; ++i) {
+    board.OnActionDecided(
+        Decision("id" + std::to_string(i), i == 1 ? "suppressed_breaker" : "executed", 1000 * i),
+        PlannedAction{}, FromMillis(0));
+  }
+  JournalRecord finished = Decision("id4", "executed", 9000);
+  finished.phase = JournalPhase::kFinished;
+  finished.result = "failed";
+  finished.exit_code = 3;
+  finished.duration_seconds = 1.5;
+  board.OnActionFinished(finished);
+  // A finish whose decision already fell off the list changes nothing.
+  JournalRecord old = Decision("id0", "executed", 9500);
+  old.phase = JournalPhase::kFinished;
+  old.result = "ok";
+  board.OnActionFinished(old);
+
+  const json actions = Document(board)["last_actions"];
+  REQUIRE(actions.size() == 3);
+  CHECK(actions[0]["id"] == "id4");
+  CHECK(actions[0]["result"] == "failed");
+  CHECK(actions[0]["exit_code"] == 3);
+  CHECK(actions[0]["duration_seconds"] == 1.5);
+  CHECK(actions[0]["finished_at"] == FormatIso8601(FromMillis(9000)));
+  CHECK(actions[1]["id"] == "id3");
+  CHECK(actions[1]["result"].is_null());
+  CHECK(actions[2]["id"] == "id2");
+}
+
+TEST_CASE("status board shows breakers, the pause and a failed reload", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  BreakerReport breaker;
+  breaker.name = "default";
+  breaker.open = true;
+  breaker.admitted_in_window = 3;
+  breaker.max_actions = 3;
+  breaker.open_until = FromMillis(1'800'000);
+  board.OnBreakers({breaker}, FromMillis(10));
+  board.SetPausedUntil(FromMillis(60'000));
+  board.OnReloadFailed("rollguard.conf:3: [daemon] listen: expected host:port", FromMillis(20));
+
+  const json doc = Document(board);
+  REQUIRE(doc["breakers"].size() == 1);
+  CHECK(doc["breakers"][0]["name"] == "default");
+  CHECK(doc["breakers"][0]["state"] == "open");
+  CHECK(doc["breakers"][0]["admitted_in_window"] == 3);
+  CHECK(doc["breakers"][0]["max_actions"] == 3);
+  CHECK(doc["breakers"][0]["open_until"] == FormatIso8601(FromMillis(1'800'000)));
+  CHECK(doc["paused_until"] == FormatIso8601(FromMillis(60'000)));
+  CHECK(doc["config"]["last_reload_ok"] == false);
+  CHECK(doc["config"]["last_reload_time"] == FormatIso8601(FromMillis(20)));
+  CHECK(doc["config"]["last_reload_error"] ==
+        "rollguard.conf:3: [daemon] listen: expected host:port");
+  // The rules still show: a failed reload leaves the running config in place.
+  CHECK(doc["rules"].size() == 1);
+
+  board.SetPausedUntil(std::nullopt);
+  board.OnConfigApplied(config, FromMillis(30));
+  const json after = Document(board);
+  CHECK(after["paused_until"].is_null());
+  CHECK(after["config"]["last_reload_ok"] == true);
+  CHECK(after["config"]["last_reload_error"].is_null());
+}
+
+TEST_CASE("status board: a reload drops removed rules and probes and keeps the rest",
+          "[status_board]") {
+  ConfigFolder folder(kRules + std::string(R"(
+[probe db]
+type = tcp
+address = 127.0.0.1:1
+interval = 1s
+timeout = 500ms
+
+[rule db]
+failure = not db
+)"));
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  board.OnProbeResult(config.probes[0]->spec(), Up(200), FromMillis(100));
+  REQUIRE(Document(board)["rules"].size() == 2);
+
+  folder.Write("rules.d/main.rules", kRules);
+  Config reloaded = folder.Load();
+  board.OnConfigApplied(reloaded, FromMillis(200));
+  const json doc = Document(board);
+  REQUIRE(doc["rules"].size() == 1);
+  CHECK(doc["rules"][0]["name"] == "api");
+  REQUIRE(doc["probes"].size() == 1);
+  CHECK(doc["probes"][0]["name"] == "api");
+  CHECK(doc["probes"][0]["fields"]["status"] == 200.0);  // the surviving probe's last report
+}
+
+TEST_CASE("status board publishes changes at most every 100ms", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  CHECK(*board.Published() == "{}");
+  board.OnConfigApplied(config, FromMillis(0));
+  CHECK(board.dirty());
+  CHECK_FALSE(board.MaybePublish(FromMillis(1000)).has_value());
+  CHECK_FALSE(board.dirty());
+  const auto first = board.Published();
+  CHECK(json::parse(*first)["rules"][0]["name"] == "api");
+
+  // Nothing changed: nothing to publish, the same document stays.
+  CHECK_FALSE(board.MaybePublish(FromMillis(1200)).has_value());
+  CHECK(board.Published() == first);
+
+  // A change 50ms after the last publication waits for the interval.
+  board.SetPausedUntil(FromMillis(90'000));
+  const auto again = board.MaybePublish(FromMillis(1250));
+  REQUIRE(again.has_value());
+  CHECK(*again == FromMillis(1300));
+  CHECK(json::parse(*board.Published())["paused_until"].is_null());
+  CHECK_FALSE(board.MaybePublish(FromMillis(1300)).has_value());
+  CHECK(json::parse(*board.Published())["paused_until"] == FormatIso8601(FromMillis(90'000)));
+  // The document published earlier is still intact for a reader holding it.
+  CHECK(json::parse(*first)["paused_until"].is_null());
+}
+
+TEST_CASE("status board survives probe text that is not UTF-8", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  ProbeResult result;
+  result.error = std::string("bad \xff\xfe bytes");
+  board.OnProbeResult(config.probes[0]->spec(), result, FromMillis(1));
+  const json doc = Document(board);
+  CHECK(doc["probes"][0]["error"].get<std::string>().find("bad") == 0);
+}
+
+}  // namespace
+}  // namespace rollguard
