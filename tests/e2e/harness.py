@@ -234,7 +234,8 @@ class ConfigDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self.values = dict(values or {})
         self.main = self.write("rollguard.conf", main)
-        self.rule_files = {name: self.write(f"rules.d/{name}", text) for name, text in rules.items()}
+        self.rule_files = {name: self.write(f"rules.d/{name}", text)
+                           for name, text in rules.items()}
 
     def substitute(self, text):
         for key, value in self.values.items():
@@ -336,7 +337,9 @@ class RollbackScript:
         self.marker = self.root / "rollback.marker"
         self.env_log = self.root / "rollback.env.jsonl"
         self.heal_switch = self.root / "rollback.heals"
-        heal = "-" if target is None else f"{self.heal_switch}|http://{LOOPBACK}:{target.port}/rollback"
+        heal = "-"
+        if target is not None:
+            heal = f"{self.heal_switch}|http://{LOOPBACK}:{target.port}/rollback"
         self.command = f"/usr/bin/python3 {self.path} {self.marker} {self.env_log} {heal}"
 
     def heals(self, enabled):
@@ -393,7 +396,8 @@ class Daemon:
 
     def assert_running(self):
         if not self.running():
-            raise AssertionError(f"rollguard exited early with {self.process.returncode}:\n{self.log()}")
+            raise AssertionError(
+                f"rollguard exited early with {self.process.returncode}:\n{self.log()}")
 
     def stop(self, timeout=10):
         """SIGTERM; asserts a clean exit (status 0) within `timeout` seconds."""

@@ -100,19 +100,22 @@ def test_valid_config_passes(make_config):
 
 
 def test_bad_duration_is_named(make_config):
-    config = make_config(MAIN, {"api.rules": rules_with({"interval      = 200ms": "interval      = 5 sec"})})
+    config = make_config(MAIN, {"api.rules": rules_with(
+        {"interval      = 200ms": "interval      = 5 sec"})})
     line = line_of(config.rule_files["api.rules"], "interval")
     assert_rejected(config, "api.rules", line, "interval", "duration")
 
 
 def test_bad_duration_in_main_config_is_named(make_config):
-    config = make_config(MAIN.replace("window      = 30s", "window      = 30"), {"api.rules": rules_with()})
+    config = make_config(MAIN.replace("window      = 30s", "window      = 30"),
+                         {"api.rules": rules_with()})
     line = line_of(config.main, "window")
     assert_rejected(config, "rollguard.conf", line, "window")
 
 
 def test_unknown_key_is_an_error_not_ignored(make_config):
-    config = make_config(MAIN, {"api.rules": rules_with({"interval      = 200ms": "intervall     = 200ms"})})
+    config = make_config(MAIN, {"api.rules": rules_with(
+        {"interval      = 200ms": "intervall     = 200ms"})})
     line = line_of(config.rule_files["api.rules"], "intervall")
     assert_rejected(config, "api.rules", line, "intervall")
 
@@ -170,7 +173,8 @@ def test_duplicate_name_across_two_files_names_both(make_config):
 
 
 def test_line_without_equals_is_named(make_config):
-    config = make_config(MAIN, {"api.rules": rules_with({"interval      = 200ms": "interval 200ms"})})
+    config = make_config(MAIN, {"api.rules": rules_with(
+        {"interval      = 200ms": "interval 200ms"})})
     line = line_of(config.rule_files["api.rules"], "interval 200ms")
     assert_rejected(config, "api.rules", line)
 

@@ -122,7 +122,7 @@ def test_rollback_runs_once_per_incident_while_target_stays_unhealthy(config, ta
 
     target.set_mode("error")
     wait_until(rollback.runs, WAIT, "the rollback script to run")
-    wait_for_probes(target, 15, daemon=daemon)  # the target stays unhealthy for 15 more probe intervals
+    wait_for_probes(target, 15, daemon=daemon)  # unhealthy for 15 more probe intervals
 
     assert rollback.runs() == [("api", "critical", "excellent")]
     entries = config.actions()
@@ -135,7 +135,8 @@ def test_rollback_runs_once_per_incident_while_target_stays_unhealthy(config, ta
     assert done[0]["id"] == executed[0]["id"], "finished line must carry the decision's id"
     assert (done[0]["rule"], done[0]["action"], done[0]["result"], done[0]["exit_code"]) == (
         "api", "rollback", "ok", 0), done[0]
-    assert isinstance(done[0]["duration_seconds"], (int, float)) and done[0]["duration_seconds"] >= 0
+    duration = done[0]["duration_seconds"]
+    assert isinstance(duration, (int, float)) and duration >= 0, done[0]
     for entry in entries:
         for field in ("time", "ts_ms", "phase", "id", "rule", "action", "grade", "incident"):
             assert field in entry, f"journal line lacks {field!r}: {entry}"
