@@ -4,6 +4,8 @@ Everything a test starts is stopped at teardown, even when the test fails. When 
 fails, the log of every daemon it started is attached to the failure report.
 """
 
+import time
+
 import pytest
 
 import harness
@@ -15,8 +17,9 @@ def _binary_present():
 
 
 @pytest.fixture
-def target():
+def target(request):
     server = harness.Target()
+    request.node._rollguard_target = server
     yield server
     server.stop()
 
@@ -69,3 +72,9 @@ def pytest_runtest_makereport(item, call):
         except FileNotFoundError:
             journal = "(absent)"
         report.sections.append((f"actions.jsonl {daemon.config.journal}", journal))
+    target = getattr(item, "_rollguard_target", None)
+    if target is not None:
+        times = [time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+                 for t in list(target.requests)]
+        report.sections.append((f"target 127.0.0.1:{target.port} /health requests (mode now "
+                                f"{target.mode})", " ".join(times) or "(none)"))
