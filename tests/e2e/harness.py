@@ -307,13 +307,14 @@ ROLLBACK_SCRIPT = r'''
 import json, os, sys, time, urllib.request
 
 marker, env_log, heal_url = sys.argv[1], sys.argv[2], sys.argv[3]
+# The environment first: a test that saw the marker line may read it at once.
+with open(env_log, "a") as f:
+    f.write(json.dumps({k: v for k, v in os.environ.items() if k.startswith("ROLLGUARD_")},
+                       sort_keys=True) + "\n")
 with open(marker, "a") as f:
     f.write("%s %s %s\n" % (os.environ.get("ROLLGUARD_RULE"),
                             os.environ.get("ROLLGUARD_GRADE"),
                             os.environ.get("ROLLGUARD_PREVIOUS_GRADE")))
-with open(env_log, "a") as f:
-    f.write(json.dumps({k: v for k, v in os.environ.items() if k.startswith("ROLLGUARD_")},
-                       sort_keys=True) + "\n")
 if heal_url != "-" and os.path.exists(heal_url.split("|", 1)[0]):
     # heal_url is "SWITCH_FILE|URL": heal only while the test has the switch file present.
     urllib.request.urlopen(urllib.request.Request(heal_url.split("|", 1)[1], method="POST"),
