@@ -112,6 +112,14 @@ class ResponderImpl final : public Responder {
       RunNext(Trigger{rule.name, outcome.grade, from, outcome.reason, outcome.held_by,
                       Incident(rule.name), {names.begin(), names.end()}, outcome.condition_since});
     }
+    // A grade change alone is saved by the next Flush(): fsyncing state.json for every
+    // change would stall the loop when many rules move at once. Anything that admitted
+    // an action was already saved, synchronously, before the action started.
+    dirty_ = true;
+  }
+
+  void Flush() override {
+    if (!dirty_) return;
     if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
   }
 
@@ -289,7 +297,7 @@ class ResponderImpl final : public Responder {
     record.duration_seconds = ToSeconds(result.duration);
     record.error = result.error;
     if (Status journaled = Journal(record); !journaled) log_.Error(journaled.error().message);
-    if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+    dirty_ = true;  // the finished record is durable in the journal; state.json can wait
     observer_.OnActionFinished(record);
     const LogFields fields = {{"ROLLGUARD_RULE", decided.rule},
                               {"ROLLGUARD_ACTION", decided.action},
@@ -311,6 +319,7 @@ class ResponderImpl final : public Responder {
   }
 
   Status Persist() {
+    dirty_ = false;
     state_.breakers = planner_.BreakerStates();
     state_.last_runs = planner_.LastRuns();
     return store_.Save(state_);
@@ -321,6 +330,7 @@ class ResponderImpl final : public Responder {
   RuntimeObserver& observer_;
   bool force_dry_run_;
   bool config_dry_run_ = false;
+  bool dirty_ = false;  // state_ has changes state.json does not have yet
   StateStore store_;
   ActionJournal journal_;
   std::string journal_path_;

@@ -53,6 +53,10 @@ class Responder {
 
   virtual int RunningActions() const = 0;
 
+  // Saves state that changed without an action (grade changes) to state.json. The
+  // runtime calls it once a second and at shutdown.
+  virtual void Flush() = 0;
+
   // Every breaker's state at `now`, for observers (metrics, status, notifiers).
   virtual std::vector<BreakerReport> Breakers(TimePoint now) const = 0;
 };

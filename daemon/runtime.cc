@@ -82,6 +82,7 @@ class Daemon {
     sd_notify(0, ("READY=1\nSTATUS=" + StatusLine()).c_str());
     rc = sd_event_loop(event_);
     sd_notify(0, "STOPPING=1");
+    responder_->Flush();
     if (rc < 0) return Fatal("event loop failed", rc);
     log_.Info("rollguard stopped");
     return 0;
@@ -186,6 +187,7 @@ class Daemon {
     for (size_t i = 0; i < daemon->rules_->size(); ++i) {
       if (now - daemon->last_evaluated_[i] >= std::chrono::seconds(1)) daemon->Evaluate(i, now);
     }
+    daemon->responder_->Flush();
     daemon->observers_.OnBreakers(daemon->responder_->Breakers(now), now);
     if (daemon->status_dirty_) {
       daemon->status_dirty_ = false;
