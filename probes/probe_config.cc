@@ -7,8 +7,10 @@
 #include "common/strings.h"
 #include "probes/curl_multi.h"
 #include "probes/http_probe.h"
+#include "probes/postgres_probe.h"
 #include "probes/probe.h"
 #include "probes/probe_keys.h"
+#include "probes/redis_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace rollguard {
@@ -24,6 +26,8 @@ struct TypeParserEntry {
 constexpr TypeParserEntry kTypeParsers[] = {
     {"http", &ParseHttpProbe},
     {"tcp", &ParseTcpProbe},
+    {"postgres", &ParsePostgresProbe},
+    {"redis", &ParseRedisProbe},
 };
 
 TypeParser FindParser(std::string_view type) {
