@@ -5,8 +5,8 @@
 
 #include "daemon/action_journal.h"
 #include "daemon/action_planner.h"
-#include "daemon/exec_runner.h"
 #include "daemon/state_store.h"
+#include "probes/exec_runner.h"
 
 namespace rollguard {
 namespace {

@@ -1,4 +1,4 @@
-#include "daemon/exec_runner.h"
+#include "probes/exec_runner.h"
 
 #include <fcntl.h>
 #include <signal.h>

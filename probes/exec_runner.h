@@ -1,5 +1,6 @@
-// ExecRunner: runs action commands (spec §5, type exec) on the sd-event loop without ever
-// blocking it.
+// ExecRunner: runs commands on the sd-event loop without ever blocking it: exec actions
+// (spec §5, used by daemon/responder) and exec probes (spec §3, probes/exec_probe). It
+// lives in probes/ because daemon/ depends on probes/, never the other way round.
 //
 // Each command runs
 //   * in its own process group (the child's pid is its pgid), so a timeout kills
