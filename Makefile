@@ -3,8 +3,10 @@
 JOBS ?= $(shell nproc)
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 45
 
-.PHONY: all deps build build-asan demo test test-release test-asan check-format clean
+.PHONY: all deps build build-asan demo test test-release test-asan fuzz bench-rules check-format clean
 
 all: build
 
@@ -27,8 +29,9 @@ build-asan: deps $(ASAN_DIR)/Makefile
 demo: build
 	examples/quickstart/run-demo $(BUILD_DIR)/daemon/rollguard
 
-# The whole suite, twice: an optimised build, and under AddressSanitizer + UBSan.
-test: test-release test-asan
+# The whole suite, twice: an optimised build, and under AddressSanitizer + UBSan; then the
+# rule parser under libFuzzer for FUZZ_SECONDS.
+test: test-release test-asan fuzz
 
 test-release: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -36,8 +39,28 @@ test-release: build
 test-asan: build-asan
 	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS)
 
+$(FUZZ_DIR)/Makefile:
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DROLLGUARD_FUZZ=ON -DROLLGUARD_TESTS=OFF
+
+# libFuzzer on the rule language (tests/fuzz), starting from the checked-in seed corpus.
+# Any crash, hang (>10s on one input), leak or sanitizer report fails the run; the input
+# that caused it is left in $(FUZZ_DIR)/artifacts/ (reproduce: rule_parser_fuzz FILE).
+fuzz: deps $(FUZZ_DIR)/Makefile
+	cmake --build $(FUZZ_DIR) --target rule_parser_fuzz -j $(JOBS)
+	rm -rf $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	$(FUZZ_DIR)/tests/fuzz/rule_parser_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -rss_limit_mb=2048 -dict=tests/fuzz/rule_parser.dict -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus tests/fuzz/corpus/rule_parser
+
+# Rule evaluation throughput (bench/rule_eval_bench.cc) in the optimised build; not a test.
+bench-rules: deps $(BUILD_DIR)/Makefile
+	cmake --build $(BUILD_DIR) --target rule_eval_bench -j $(JOBS)
+	$(BUILD_DIR)/bench/rule_eval_bench
+
 check-format:
 	clang-format --dry-run --Werror $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
