@@ -186,22 +186,22 @@ class PostgresProbe final : public Probe {
   }
 
   // Sends what libpq has buffered; watches for writability only while some is left.
-  void Flush() {
+  // False when the run ended (`done` was called: this probe may be gone).
+  bool Flush() {
     const int flushed = PQflush(conn_);
     if (flushed < 0) {
       Fail(CleanMessage(PQerrorMessage(conn_), options_->password));
-      return;
+      return false;
     }
     if (!WatchSocket(flushed == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN)) {
       Fail("could not watch the connection's socket");
+      return false;
     }
+    return true;
   }
 
   void ContinueQuery(uint32_t revents) {
-    if ((revents & EPOLLOUT) != 0) {
-      Flush();
-      if (phase_ != Phase::kQuerying) return;
-    }
+    if ((revents & EPOLLOUT) != 0 && !Flush()) return;
     if ((revents & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) return;
     if (PQconsumeInput(conn_) != 1) {
       Fail(CleanMessage(PQerrorMessage(conn_), options_->password));

@@ -2,6 +2,7 @@
 // the test on a free loopback port with scram-sha-256 and TLS: values, authentication,
 // query errors, TLS verification, refused and silent servers, concurrency.
 #include <catch2/catch.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -123,6 +124,14 @@ TEST_CASE("postgres probe: a real server with scram-sha-256 and TLS", "[postgres
         ProbeIni(server->Dsn(), auth + "query = SELECT 7; SELECT * FROM no_such_table\n"));
     CHECK_FALSE(run.result.up);
     CHECK_THAT(run.result.error, Catch::Contains("no_such_table"));
+  }
+  SECTION("a query that runs past the timeout is abandoned at the timeout") {
+    const TimedResult run =
+        RunPostgres(ProbeIni(server->Dsn(), auth + "query = SELECT pg_sleep(5)\n", "1s"));
+    CHECK_FALSE(run.result.up);
+    CHECK(run.result.error == "timed out after 1s waiting for the query's result");
+    CHECK(run.seconds >= 0.9);
+    CHECK(run.seconds < 2.0);
   }
   SECTION("a wrong password is up 0, names authentication, never the password") {
     const std::string wrong = "Wr0ng-" + server->password().substr(0, 6) + "-pass";
@@ -258,4 +267,31 @@ TEST_CASE("postgres probe: configuration errors name file, line, section and key
   CHECK_THAT(
       ParseError("[probe db]\ntype = postgres\ndsn = host=x\npassword_file = /nonexistent/pw\n"),
       Catch::StartsWith("probes.conf:4: [probe db] password_file: expected a readable file"));
+}
+
+TEST_CASE("postgres probe: Cancel and destruction mid-run leave nothing behind", "[postgres]") {
+  SilentListener silent;
+  EventLoop loop;
+  ProbeContext context(loop.get());
+  auto probe = MustParse(ProbeIni("host=127.0.0.1 port=" + std::to_string(silent.port()), "", "1s"))
+                   ->Instantiate(context);
+  bool called = false;
+  probe->Start([&](ProbeResult) { called = true; });
+  loop.RunFor(std::chrono::milliseconds(100));
+  probe->Cancel();
+  loop.RunFor(std::chrono::milliseconds(1200));
+  CHECK_FALSE(called);
+  // A probe restarted from its own callback, then destroyed mid-run.
+  int runs = 0;
+  std::function<void(ProbeResult)> again = [&](ProbeResult result) {
+    CHECK(result.error == "timed out after 1s while connecting");
+    if (++runs < 2) probe->Start(again);
+  };
+  probe->Start(again);
+  REQUIRE(loop.RunUntil([&] { return runs == 2; }, std::chrono::seconds(5)));
+  probe->Start([&](ProbeResult) { called = true; });
+  loop.RunFor(std::chrono::milliseconds(100));
+  probe.reset();  // mid-run: ASan reports any leak or use after free
+  loop.RunFor(std::chrono::milliseconds(100));
+  CHECK_FALSE(called);
 }
