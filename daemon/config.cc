@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 // Keys and types the spec defines whose behaviour this version does not have yet: they
 // get a clear error instead of "unknown key", so nobody relies on a silent no-op.
 constexpr std::string_view kActionKeysNotYetSupported[] = {"arm", "verify", "escalate", "user"};
-constexpr std::string_view kSectionKindsNotYetSupported[] = {"prometheus", "notifier"};
+constexpr std::string_view kSectionKindsNotYetSupported[] = {"prometheus"};
 
 std::string Resolve(const std::string& directory, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
@@ -177,7 +177,7 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
         if (names.Claim("breaker", section, errors)) ParseBreakerSection(section, config, errors);
         continue;
       }
-      if (kind == "probe" || kind == "rule" || kind == "action") {
+      if (kind == "probe" || kind == "rule" || kind == "action" || kind == "notifier") {
         if (!IsValidName(section.name)) {
           errors->push_back(section.where.ToString() + ": [" + section.header + "]: expected [" +
                             kind + " NAME] with NAME matching [a-z][a-z0-9_]*");
@@ -203,6 +203,11 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
         rules.push_back(std::move(*rule));
       } else if (kind == "action") {
         ParseActionSection(section, config, errors);
+      } else if (kind == "notifier") {
+        NotifierConfig notifier;
+        if (ParseNotifierSection(section, config->directory, &notifier, errors)) {
+          config->notifiers.push_back(std::move(notifier));
+        }
       } else if (std::find(std::begin(kSectionKindsNotYetSupported),
                            std::end(kSectionKindsNotYetSupported),
                            kind) != std::end(kSectionKindsNotYetSupported)) {
@@ -211,7 +216,7 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
       } else {
         errors->push_back(section.where.ToString() + ": [" + section.header +
                           "]: unknown section kind \"" + kind +
-                          "\" (expected daemon, breaker, probe, rule or action)");
+                          "\" (expected daemon, breaker, probe, rule, action or notifier)");
       }
     }
   }
@@ -225,6 +230,20 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
                             std::string(GradeName(static_cast<Grade>(g))) + ": unknown action \"" +
                             action + "\" (define it in an [action " + action + "] section)");
         }
+      }
+    }
+  }
+  // Every notifier a rule's `notify` names exists. Without a main config (`rollguard
+  // test` with rule files only) there are no notifiers to check against.
+  for (const RuleDefinition& rule : rules) {
+    if (!has_main) break;
+    for (const std::string& name : rule.notify) {
+      const bool known = std::any_of(config->notifiers.begin(), config->notifiers.end(),
+                                     [&](const NotifierConfig& n) { return n.name == name; });
+      if (!known) {
+        errors->push_back(rule.where.ToString() + ": [rule " + rule.name +
+                          "] notify: unknown notifier \"" + name +
+                          "\" (define it in a [notifier " + name + "] section)");
       }
     }
   }

@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "common/time.h"
 #include "daemon/breaker.h"
+#include "daemon/notifier_config.h"
 #include "probes/probe.h"
 #include "rules/rule_set.h"
 
@@ -56,6 +57,7 @@ struct Config {
   std::vector<BreakerConfig> breakers;  // always contains the default breaker ("")
   std::vector<std::shared_ptr<const ProbeConfig>> probes;
   std::vector<ActionConfig> actions;
+  std::vector<NotifierConfig> notifiers;  // [notifier NAME] sections, in file order
   std::shared_ptr<RuleSet> rules;
   std::vector<std::string> warnings;  // not errors: shown by `check`, logged at start
 

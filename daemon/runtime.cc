@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "daemon/notifier.h"
 #include "daemon/observer.h"
 #include "daemon/responder.h"
 #include "daemon/schedule.h"
@@ -61,6 +62,7 @@ class Daemon {
     probe_context_ = std::make_unique<ProbeContext>(event_);
     // Observers (metrics, status, notifiers) are added to observers_ here, before the
     // responder and the first configuration are created, so they see everything.
+    observers_.Add(std::make_shared<NotifierObserver>(event_, log_, clock_, LocalHostName()));
     auto responder =
         Responder::Create(event_, config, options_.force_dry_run, log_, clock_, observers_);
     if (!responder) {

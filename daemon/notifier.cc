@@ -1,0 +1,472 @@
+#include "daemon/notifier.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "daemon/slack_format.h"
+#include "probes/curl_multi.h"
+
+namespace rollguard {
+namespace {
+
+// Decisions not told with a grade change go out on their own after this long.
+constexpr Duration kPendingHold = std::chrono::seconds(2);
+// Alertmanager forgets a firing alert this many resend intervals after the last post,
+// like Prometheus does (4 x its resend delay).
+constexpr int kFiringLifetimeResends = 4;
+
+std::string BreakerName(const std::string& name) { return name.empty() ? "default" : name; }
+
+bool IsSuppressed(const std::string& decision) { return decision.rfind("suppressed_", 0) == 0; }
+
+ActionNote NoteFrom(const JournalRecord& record, const std::string& why) {
+  ActionNote note;
+  note.time = record.time;
+  note.rule = record.rule;
+  note.action = record.action;
+  note.grade = record.grade;
+  note.previous_grade = record.previous_grade;
+  note.decision = record.decision;
+  note.why = why;
+  note.incident = record.incident;
+  note.breaker = record.breaker;
+  note.open_until = record.open_until;
+  note.result = record.result;
+  note.exit_code = record.exit_code;
+  note.signal = record.signal;
+  note.duration_seconds = record.duration_seconds;
+  note.error = record.error;
+  return note;
+}
+
+}  // namespace
+
+std::string LocalHostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "";
+  return name;
+}
+
+// ---------------------------------------------------------------------------------------
+// NotificationRouter
+
+bool NotificationRouter::Targets(const RuleInfo& info, const std::string& notifier) const {
+  return info.notify.empty() ||
+         std::find(info.notify.begin(), info.notify.end(), notifier) != info.notify.end();
+}
+
+Notification NotificationRouter::Base(NotificationKind kind, TimePoint now) const {
+  Notification n;
+  n.kind = kind;
+  n.time = now;
+  n.host = host_;
+  return n;
+}
+
+Notification NotificationRouter::RuleBase(NotificationKind kind, const std::string& rule,
+                                          const RuleInfo* info, TimePoint now) const {
+  Notification n = Base(kind, now);
+  n.rule = rule;
+  if (info != nullptr) n.labels = info->labels;
+  if (auto it = state_.find(rule); it != state_.end()) {
+    n.grade = it->second.grade;
+    n.previous = it->second.grade;
+    n.grade_since = it->second.grade_since;
+    n.previous_since = it->second.previous_since;
+    n.stale = it->second.stale && it->second.seen;
+  }
+  n.breakers = Budgets(info);
+  return n;
+}
+
+std::vector<BreakerNote> NotificationRouter::Budgets(const RuleInfo* info) const {
+  std::vector<BreakerNote> notes;
+  if (info == nullptr) return notes;
+  for (const std::string& name : info->breakers) {
+    auto it = breakers_.find(name);
+    if (it == breakers_.end()) continue;
+    const BreakerReport& r = it->second;
+    notes.push_back(BreakerNote{r.name, r.open, r.admitted_in_window, r.max_actions, r.open_until});
+  }
+  return notes;
+}
+
+std::vector<Delivery> NotificationRouter::Configure(const Config& config, TimePoint now) {
+  std::vector<Delivery> out;
+  std::map<std::string, RuleInfo> rules;
+  if (config.rules) {
+    for (size_t i = 0; i < config.rules->size(); ++i) {
+      const RuleDefinition& rule = config.rules->definition(i);
+      RuleInfo info;
+      info.labels = rule.labels;
+      info.notify = rule.notify;
+      std::set<std::string> breakers;
+      for (const auto& names : rule.actions_on) {
+        for (const std::string& action_name : names) {
+          if (const ActionConfig* action = config.FindAction(action_name)) {
+            breakers.insert(BreakerName(action->breaker));
+          }
+        }
+      }
+      info.breakers.assign(breakers.begin(), breakers.end());
+      rules.emplace(rule.name, std::move(info));
+    }
+  }
+  // Rules a reload removed while they were alerting: resolve them, or they would stay
+  // open for ever in every receiver. Told to the old notifiers that still exist.
+  for (const auto& [name, state] : state_) {
+    if (rules.count(name) != 0 || !state.seen) continue;
+    const RuleInfo* old_info = rules_.count(name) != 0 ? &rules_.at(name) : nullptr;
+    for (const NotifierConfig& notifier : config.notifiers) {
+      if (old_info != nullptr && !Targets(*old_info, notifier.name)) continue;
+      if (IsWorseThan(notifier.min_grade, state.grade)) continue;
+      Notification n = RuleBase(NotificationKind::kResolved, name, old_info, now);
+      n.previous = state.grade;
+      n.previous_since = state.grade_since;
+      n.grade = Grade::kExcellent;
+      n.grade_since = now;
+      n.previous_alerting = true;
+      n.alerting = false;
+      n.stale = false;
+      n.reason = "the rule was removed from the configuration";
+      out.push_back({notifier.name, std::move(n)});
+    }
+  }
+  for (auto it = state_.begin(); it != state_.end();) {
+    it = rules.count(it->first) == 0 ? state_.erase(it) : std::next(it);
+  }
+  rules_ = std::move(rules);
+  notifiers_ = config.notifiers;
+  for (auto it = last_sent_.begin(); it != last_sent_.end();) {
+    const bool kept = std::any_of(notifiers_.begin(), notifiers_.end(),
+                                  [&](const NotifierConfig& n) { return n.name == it->first; });
+    it = kept ? std::next(it) : last_sent_.erase(it);
+  }
+  if (reload_failed_since_) {
+    for (const NotifierConfig& notifier : notifiers_) {
+      Notification n = Base(NotificationKind::kReloadRecovered, now);
+      n.previous_since = *reload_failed_since_;
+      out.push_back({notifier.name, std::move(n)});
+    }
+    reload_failed_since_.reset();
+  }
+  return out;
+}
+
+std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, size_t index,
+                                                          const RuleOutcome& outcome,
+                                                          TimePoint now) {
+  std::vector<Delivery> out;
+  const RuleDefinition& definition = rules.definition(index);
+  const std::string& name = definition.name;
+  auto info_it = rules_.find(name);
+  if (info_it == rules_.end()) return out;  // not (yet) configured
+  const RuleInfo& info = info_it->second;
+
+  RuleState& state = state_[name];
+  const bool was_stale = state.stale;
+  if (!state.seen) {
+    state.seen = true;
+    const TimePoint since = rules.grade_since(index);
+    state.grade_since = since == TimePoint{} ? now : since;
+  }
+  if (outcome.changed) {
+    state.previous_since = state.grade_since;
+    state.grade_since = now;
+  }
+  state.grade = outcome.grade;
+  state.stale = outcome.stale;
+
+  std::vector<ActionNote> pending;
+  if (auto it = pending_.find(name); it != pending_.end()) {
+    pending = std::move(it->second);
+    pending_.erase(it);
+  }
+  // Decisions of this grade entry are told with the grade change; others go alone.
+  std::vector<ActionNote> folded;
+  std::vector<ActionNote> alone;
+  for (ActionNote& note : pending) {
+    const bool same_entry = outcome.changed && note.grade == GradeName(outcome.grade);
+    (same_entry ? folded : alone).push_back(std::move(note));
+  }
+
+  std::optional<std::string> summary;  // rendered once, only when something is sent
+  auto render = [&]() -> const std::string& {
+    if (!summary) summary = rules.RenderSummary(index, now);
+    return *summary;
+  };
+  std::set<std::string> told_folded;  // notifiers whose grade message tells `folded`
+  for (const NotifierConfig& notifier : notifiers_) {
+    if (!Targets(info, notifier.name)) continue;
+    const bool alerting = !IsWorseThan(notifier.min_grade, outcome.grade);
+    const bool previous_alerting =
+        outcome.previous_known && !IsWorseThan(notifier.min_grade, outcome.previous);
+    auto& sent = last_sent_[notifier.name];
+    std::optional<NotificationKind> kind;
+    if (outcome.changed && alerting) {
+      kind = NotificationKind::kGradeChanged;
+    } else if (outcome.changed && previous_alerting) {
+      kind = NotificationKind::kResolved;
+    } else if (alerting && outcome.stale && !was_stale) {
+      kind = NotificationKind::kStale;
+    } else if (alerting) {
+      auto last = sent.find(name);
+      if (last == sent.end()) {
+        // First sight of a rule already alerting (a restart resumed it): Slack and
+        // webhook receivers heard of it before; Alertmanager must be told it fires.
+        if (notifier.type == NotifierType::kAlertmanager) kind = NotificationKind::kReminder;
+        sent[name] = now;
+      } else if (notifier.type != NotifierType::kAlertmanager && notifier.repeat.count() > 0 &&
+                 now - last->second >= notifier.repeat) {
+        kind = NotificationKind::kReminder;
+      }
+    }
+    if (!kind) continue;
+    Notification n = RuleBase(*kind, name, &info, now);
+    n.grade = outcome.grade;
+    n.previous = outcome.changed ? outcome.previous : outcome.grade;
+    n.previous_known = outcome.changed ? outcome.previous_known : true;
+    n.alerting = alerting;
+    n.previous_alerting = outcome.changed ? previous_alerting : alerting;
+    n.stale = outcome.stale;
+    n.reason = outcome.reason;
+    n.held_by = outcome.held_by;
+    n.config_error = outcome.config_error;
+    n.summary = render();
+    if (*kind == NotificationKind::kGradeChanged || *kind == NotificationKind::kResolved) {
+      n.actions = folded;
+      told_folded.insert(notifier.name);
+    }
+    if (alerting) {
+      sent[name] = now;
+    } else {
+      sent.erase(name);
+    }
+    out.push_back({notifier.name, std::move(n)});
+  }
+  for (const ActionNote& note : folded) {
+    AddActionDeliveries(note, NotificationKind::kActionDecided, told_folded, &out);
+  }
+  for (const ActionNote& note : alone) {
+    AddActionDeliveries(note, NotificationKind::kActionDecided, {}, &out);
+  }
+  return out;
+}
+
+void NotificationRouter::AddActionDeliveries(const ActionNote& note, NotificationKind kind,
+                                             const std::set<std::string>& already_told,
+                                             std::vector<Delivery>* out) {
+  auto info_it = rules_.find(note.rule);
+  const RuleInfo* info = info_it == rules_.end() ? nullptr : &info_it->second;
+  const bool to_everyone = kind == NotificationKind::kActionDecided && IsSuppressed(note.decision);
+  for (const NotifierConfig& notifier : notifiers_) {
+    if (already_told.count(notifier.name) != 0) continue;
+    if (!to_everyone && (info == nullptr || !Targets(*info, notifier.name))) continue;
+    Notification n = RuleBase(kind, note.rule, info, note.time);
+    if (auto grade = ParseGrade(note.grade)) n.grade = *grade;
+    n.alerting = true;
+    n.actions = {note};
+    out->push_back({notifier.name, std::move(n)});
+  }
+}
+
+std::vector<Delivery> NotificationRouter::OnActionDecided(const JournalRecord& record,
+                                                          const PlannedAction& plan) {
+  pending_[record.rule].push_back(NoteFrom(record, plan.why));
+  return {};
+}
+
+std::vector<Delivery> NotificationRouter::OnActionFinished(const JournalRecord& record) {
+  std::vector<Delivery> out;
+  AddActionDeliveries(NoteFrom(record, ""), NotificationKind::kActionFinished, {}, &out);
+  return out;
+}
+
+std::vector<Delivery> NotificationRouter::OnBreakers(const std::vector<BreakerReport>& reports,
+                                                     TimePoint now) {
+  std::vector<Delivery> out;
+  for (const BreakerReport& report : reports) {
+    auto previous = breakers_.find(report.name);
+    const bool was_open = previous != breakers_.end() && previous->second.open;
+    breakers_[report.name] = report;
+    if (report.open == was_open) continue;
+    const NotificationKind kind =
+        report.open ? NotificationKind::kBreakerOpened : NotificationKind::kBreakerClosed;
+    if (report.open) breaker_opened_[report.name] = now;
+    for (const NotifierConfig& notifier : notifiers_) {
+      Notification n = Base(kind, now);
+      n.breakers = {BreakerNote{report.name, report.open, report.admitted_in_window,
+                                report.max_actions, report.open_until}};
+      n.previous_since = breaker_opened_.count(report.name) ? breaker_opened_[report.name] : now;
+      out.push_back({notifier.name, std::move(n)});
+    }
+  }
+  // Decisions whose rule evaluation never came (e.g. the second action of a grade,
+  // decided when the first finished): told on their own.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto& notes = it->second;
+    std::vector<ActionNote> due;
+    for (auto note = notes.begin(); note != notes.end();) {
+      if (now - note->time >= kPendingHold) {
+        due.push_back(std::move(*note));
+        note = notes.erase(note);
+      } else {
+        ++note;
+      }
+    }
+    for (const ActionNote& note : due) {
+      AddActionDeliveries(note, NotificationKind::kActionDecided, {}, &out);
+    }
+    it = notes.empty() ? pending_.erase(it) : std::next(it);
+  }
+  return out;
+}
+
+std::vector<Delivery> NotificationRouter::OnReloadFailed(const std::string& error, TimePoint now) {
+  std::vector<Delivery> out;
+  if (!reload_failed_since_) reload_failed_since_ = now;
+  for (const NotifierConfig& notifier : notifiers_) {
+    Notification n = Base(NotificationKind::kReloadFailed, now);
+    n.error = error;
+    n.previous_since = *reload_failed_since_;
+    out.push_back({notifier.name, std::move(n)});
+  }
+  return out;
+}
+
+std::string RenderMessage(const NotifierConfig& notifier, const Notification& notification) {
+  if (notifier.type == NotifierType::kSlack) return SlackPayload(notification);
+  return WebhookDocument(notifier.name, AlertsFor(notification, notifier.external_url),
+                         notifier.external_url, notification.time);
+}
+
+// ---------------------------------------------------------------------------------------
+// NotifierObserver
+
+NotifierObserver::NotifierObserver(sd_event* event, EventLog& log, const Clock& clock,
+                                   std::string host)
+    : log_(log),
+      clock_(clock),
+      curl_(std::make_unique<CurlMulti>(event)),
+      router_(std::move(host)) {}
+
+NotifierObserver::~NotifierObserver() {
+  channels_.clear();  // senders remove their transfers before the CurlMulti goes
+  curl_.reset();
+}
+
+NotifierObserver::Counts NotifierObserver::counts(const std::string& notifier) const {
+  auto it = counts_.find(notifier);
+  return it == counts_.end() ? Counts{} : it->second;
+}
+
+void NotifierObserver::OnConfigApplied(const Config& config, TimePoint now) {
+  std::vector<Delivery> deliveries = router_.Configure(config, now);
+  std::map<std::string, Channel> channels;
+  for (const NotifierConfig& notifier : config.notifiers) {
+    SenderTarget target;
+    target.url = notifier.url;
+    if (notifier.type == NotifierType::kAlertmanager) {
+      std::string base = notifier.url;
+      while (!base.empty() && base.back() == '/') base.pop_back();
+      const std::string path = "/api/v2/alerts";
+      target.url = base.size() >= path.size() &&
+                           base.compare(base.size() - path.size(), path.size(), path) == 0
+                       ? base
+                       : base + path;
+    }
+    target.timeout = notifier.timeout;
+    target.policy.max_queue = notifier.max_queue;
+    target.policy.max_tries = notifier.max_tries;
+    auto existing = channels_.find(notifier.name);
+    Channel channel;
+    if (existing != channels_.end() && existing->second.config.type == notifier.type) {
+      channel = std::move(existing->second);
+      channel.sender->Reconfigure(target);
+    } else {
+      channel.sender = std::make_unique<NotificationSender>(
+          *curl_, notifier.name, target, log_, clock_,
+          [this](const std::string& name, const std::string& result) {
+            Counts& c = counts_[name];
+            if (result == "sent") ++c.sent;
+            if (result == "failed") ++c.failed;
+            if (result == "dropped") ++c.dropped;
+            if (hook_) hook_(name, result);
+          });
+    }
+    channel.config = notifier;
+    channels.emplace(notifier.name, std::move(channel));
+  }
+  channels_ = std::move(channels);
+  Dispatch(std::move(deliveries), now);
+}
+
+void NotifierObserver::OnReloadFailed(const std::string& error, TimePoint now) {
+  Dispatch(router_.OnReloadFailed(error, now), now);
+}
+
+void NotifierObserver::OnRuleEvaluated(const RuleSet& rules, size_t index,
+                                       const RuleOutcome& outcome, TimePoint now) {
+  Dispatch(router_.OnRuleEvaluated(rules, index, outcome, now), now);
+}
+
+void NotifierObserver::OnActionDecided(const JournalRecord& record, const PlannedAction& plan,
+                                       TimePoint /*detected_at*/) {
+  Dispatch(router_.OnActionDecided(record, plan), record.time);
+}
+
+void NotifierObserver::OnActionFinished(const JournalRecord& record) {
+  Dispatch(router_.OnActionFinished(record), record.time);
+}
+
+void NotifierObserver::OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) {
+  Dispatch(router_.OnBreakers(breakers, now), now);
+  for (auto& [name, channel] : channels_) {
+    if (channel.config.type == NotifierType::kAlertmanager) ResendFiring(channel, now, false);
+  }
+}
+
+void NotifierObserver::Dispatch(std::vector<Delivery> deliveries, TimePoint now) {
+  for (Delivery& delivery : deliveries) {
+    auto it = channels_.find(delivery.notifier);
+    if (it == channels_.end()) continue;
+    Channel& channel = it->second;
+    const Notification& n = delivery.notification;
+    OutgoingMessage message;
+    message.what = std::string(NotificationKindName(n.kind)) + (n.rule.empty() ? "" : " " + n.rule);
+    if (channel.config.type != NotifierType::kAlertmanager) {
+      message.body = RenderMessage(channel.config, n);
+      channel.sender->Send(std::move(message));
+      continue;
+    }
+    std::vector<Alert> alerts = AlertsFor(n, channel.config.external_url);
+    for (const Alert& alert : alerts) {
+      const std::string fingerprint = Fingerprint(alert.labels);
+      if (!alert.ends_at) {
+        channel.firing[fingerprint] = alert;
+      } else if (*alert.ends_at <= now) {
+        channel.firing.erase(fingerprint);
+      }
+    }
+    message.body =
+        AlertmanagerApiPayload(alerts, now + channel.config.resend * kFiringLifetimeResends);
+    channel.sender->Send(std::move(message));
+  }
+}
+
+void NotifierObserver::ResendFiring(Channel& channel, TimePoint now, bool force) {
+  if (channel.firing.empty()) return;
+  if (!force && now - channel.last_resend < channel.config.resend) return;
+  channel.last_resend = now;
+  std::vector<Alert> alerts;
+  for (const auto& [fingerprint, alert] : channel.firing) alerts.push_back(alert);
+  OutgoingMessage message;
+  message.what = "firing alerts (" + std::to_string(alerts.size()) + ")";
+  message.coalesce_key = "keep-alive";
+  message.body =
+      AlertmanagerApiPayload(alerts, now + channel.config.resend * kFiringLifetimeResends);
+  channel.sender->Send(std::move(message));
+}
+
+}  // namespace rollguard
