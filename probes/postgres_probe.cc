@@ -13,6 +13,7 @@
 
 #include "common/strings.h"
 #include "probes/deferred_call.h"
+#include "probes/host_resolver.h"
 #include "probes/probe_keys.h"
 
 namespace rollguard {
@@ -23,6 +24,9 @@ struct PostgresOptions {
   std::string dsn;
   std::string password;  // secret; empty when not configured
   std::string query = "SELECT 1";
+  // The dsn's host when it is a single name libpq would resolve (blocking): the probe
+  // resolves it on the loop first and passes `hostaddr`. Empty otherwise.
+  std::string resolve_host;
 };
 
 // libpq's messages end in a newline and may span lines ("connection to server ... failed:
@@ -74,11 +78,55 @@ class PostgresProbe final : public Probe {
     Cancel();
     done_ = std::move(done);
     start_ = std::chrono::steady_clock::now();
+    if (sd_event_add_time_relative(
+            event_, &timer_, CLOCK_MONOTONIC,
+            std::chrono::duration_cast<std::chrono::microseconds>(options_->timeout).count(), 1000,
+            &PostgresProbe::OnTimer, this) < 0) {
+      timer_ = nullptr;
+      FailSoon("could not arm the timeout timer");
+      return;
+    }
+    if (options_->resolve_host.empty()) {
+      Connect({});
+      return;
+    }
+    phase_ = Phase::kResolving;
+    if (!resolver_.Start(
+            event_, options_->resolve_host,
+            [this](const std::vector<std::string>& addresses, const std::string& error) {
+              if (error.empty()) {
+                Connect(addresses);
+              } else {
+                Fail(error);
+              }
+            })) {
+      FailSoon("could not start the DNS lookup");
+    }
+  }
+
+  // `addresses`: the numeric addresses of the dsn's host name, or none to let libpq
+  // connect as the dsn says. Failures are delivered from the loop (this may run inside
+  // Start()).
+  void Connect(const std::vector<std::string>& addresses) {
+    // libpq tries "host=h,h hostaddr=a1,a2" in turn, as it would the name's addresses.
+    std::string hosts;
+    std::string hostaddr;
+    for (const std::string& address : addresses) {
+      hosts += (hosts.empty() ? "" : ",") + options_->resolve_host;
+      hostaddr += (hostaddr.empty() ? "" : ",") + address;
+    }
     std::vector<const char*> keywords = {"application_name", "dbname"};
     std::vector<const char*> values = {"rollguard", options_->dsn.c_str()};
     if (!options_->password.empty()) {
       keywords.push_back("password");
       values.push_back(options_->password.c_str());
+    }
+    if (!hostaddr.empty()) {
+      // `host` stays the name: TLS verify-full and error messages use it.
+      keywords.push_back("host");
+      values.push_back(hosts.c_str());
+      keywords.push_back("hostaddr");
+      values.push_back(hostaddr.c_str());
     }
     keywords.push_back(nullptr);
     values.push_back(nullptr);
@@ -88,14 +136,6 @@ class PostgresProbe final : public Probe {
     if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
       FailSoon(conn_ == nullptr ? "could not start a connection (out of memory?)"
                                 : CleanMessage(PQerrorMessage(conn_), options_->password));
-      return;
-    }
-    if (sd_event_add_time_relative(
-            event_, &timer_, CLOCK_MONOTONIC,
-            std::chrono::duration_cast<std::chrono::microseconds>(options_->timeout).count(), 1000,
-            &PostgresProbe::OnTimer, this) < 0) {
-      timer_ = nullptr;
-      FailSoon("could not arm the timeout timer");
       return;
     }
     phase_ = Phase::kConnecting;
@@ -110,7 +150,7 @@ class PostgresProbe final : public Probe {
   }
 
  private:
-  enum class Phase { kIdle, kConnecting, kQuerying };
+  enum class Phase { kIdle, kResolving, kConnecting, kQuerying };
 
   void FailSoon(std::string error) {
     Close();
@@ -151,8 +191,10 @@ class PostgresProbe final : public Probe {
 
   static int OnTimer(sd_event_source* /*source*/, uint64_t /*usec*/, void* self) {
     auto* probe = static_cast<PostgresProbe*>(self);
-    const std::string stage =
-        probe->phase_ == Phase::kConnecting ? "while connecting" : "waiting for the query's result";
+    const std::string stage = probe->phase_ == Phase::kResolving ? "resolving the host name"
+                              : probe->phase_ == Phase::kConnecting
+                                  ? "while connecting"
+                                  : "waiting for the query's result";
     probe->Fail("timed out after " + FormatDuration(probe->options_->timeout) + " " + stage);
     return 0;
   }
@@ -267,6 +309,7 @@ class PostgresProbe final : public Probe {
 
   // Abandons the connection whatever its state: closes the socket without waiting.
   void Close() {
+    resolver_.Cancel();
     io_ = sd_event_source_disable_unref(io_);
     timer_ = sd_event_source_disable_unref(timer_);
     if (conn_ != nullptr) PQfinish(conn_);
@@ -289,6 +332,7 @@ class PostgresProbe final : public Probe {
   std::string error_;
   bool have_rows_ = false;
   std::optional<double> value_;
+  HostResolver resolver_;
   DeferredCall deferred_;
   ProbeDone done_;
 };
@@ -327,10 +371,20 @@ std::shared_ptr<const ProbeConfig> ParsePostgresProbe(ProbeSpec spec, ProbeKeys&
                          why);
       } else {
         bool has_password = false;
+        std::string host;
+        bool has_hostaddr = false;
         for (const PQconninfoOption* option = parsed; option->keyword != nullptr; ++option) {
-          if (std::string_view(option->keyword) == "password" && option->val != nullptr) {
-            has_password = true;
-          }
+          if (option->val == nullptr) continue;
+          const std::string_view keyword = option->keyword;
+          if (keyword == "password") has_password = true;
+          if (keyword == "host") host = option->val;
+          if (keyword == "hostaddr" && option->val[0] != '\0') has_hostaddr = true;
+        }
+        // Not: absent (PGHOST or the default socket), socket folders, multi-host lists
+        // (libpq tries each in turn), IP literals.
+        if (!has_hostaddr && !host.empty() && host[0] != '/' && host[0] != '@' &&
+            host.find(',') == std::string::npos && !HostResolver::IsNumeric(host)) {
+          options->resolve_host = host;
         }
         if (has_password) {
           keys.ErrorAt(*entry,

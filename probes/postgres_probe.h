@@ -13,9 +13,9 @@
 // non-blocking API (PQconnectStartParams / PQconnectPoll, then PQsendQuery /
 // PQconsumeInput / PQisBusy / PQgetResult) is driven from the daemon's sd-event loop; a
 // timer abandons the run at `timeout` (PQfinish), so a hung server costs at most that.
-// application_name defaults to "rollguard" (a dsn may override it). Known limit: libpq
-// resolves a host *name* with the blocking getaddrinfo(); use an IP address (or a name
-// in /etc/hosts) in `host` so a slow resolver cannot stall the loop.
+// application_name defaults to "rollguard" (a dsn may override it). A single host *name*
+// in the dsn is resolved on the loop (HostResolver) and passed to libpq as hostaddr, since
+// libpq's own lookup would block; multi-host lists and PGHOST are left to libpq.
 #pragma once
 
 #include <memory>

@@ -15,6 +15,7 @@
 
 #include "common/strings.h"
 #include "probes/deferred_call.h"
+#include "probes/host_resolver.h"
 #include "probes/probe_keys.h"
 #include "probes/tcp_probe.h"
 
@@ -151,13 +152,56 @@ class RedisProbe final : public Probe {
     Cancel();
     done_ = std::move(done);
     start_ = std::chrono::steady_clock::now();
-    context_ = redisAsyncConnect(options_->address.host.c_str(), options_->address.port);
+    if (sd_event_add_time_relative(
+            event_, &timer_, CLOCK_MONOTONIC,
+            std::chrono::duration_cast<std::chrono::microseconds>(options_->timeout).count(), 1000,
+            &RedisProbe::OnTimer, this) < 0) {
+      timer_ = nullptr;
+      FailSoon("could not arm the timeout timer");
+      return;
+    }
+    const std::string& host = options_->address.host;
+    if (HostResolver::IsNumeric(host)) {
+      Connect({host});
+      return;
+    }
+    // hiredis would resolve a name with the blocking getaddrinfo().
+    if (!resolver_.Start(
+            event_, host,
+            [this](const std::vector<std::string>& addresses, const std::string& error) {
+              if (error.empty()) {
+                Connect(addresses);
+              } else {
+                FailSoon(error);
+              }
+            })) {
+      FailSoon("could not start the DNS lookup");
+    }
+  }
+
+  // Connects to the first of the numeric `addresses` that accepts (the next one is tried
+  // when a connection attempt fails, like libpq and curl do) and queues AUTH, SELECT and
+  // the command. Failures are delivered from the loop (this may run inside Start()).
+  void Connect(std::vector<std::string> addresses) {
+    addresses_ = std::move(addresses);
+    next_address_ = 0;
+    ConnectNext();
+  }
+
+  void ConnectNext() {
+    const std::string& address = addresses_.at(next_address_++);
+    context_ = redisAsyncConnect(address.c_str(), options_->address.port);
     if (context_ == nullptr) {
       FailSoon("could not start a connection (out of memory?)");
       return;
     }
     if (context_->err != 0) {
       const std::string error = ConnectionError(context_->errstr, false);
+      if (next_address_ < addresses_.size()) {
+        DropConnection();
+        ConnectNext();
+        return;
+      }
       FailSoon(error);
       return;
     }
@@ -173,14 +217,6 @@ class RedisProbe final : public Probe {
     Send(Stage::kCommand, options_->command);
     if (outcome_) {
       FailSoon(outcome_->error);
-      return;
-    }
-    if (sd_event_add_time_relative(
-            event_, &timer_, CLOCK_MONOTONIC,
-            std::chrono::duration_cast<std::chrono::microseconds>(options_->timeout).count(), 1000,
-            &RedisProbe::OnTimer, this) < 0) {
-      timer_ = nullptr;
-      FailSoon("could not arm the timeout timer");
       return;
     }
     if (adapter_->failed()) FailSoon("could not watch the connection's socket");
@@ -264,7 +300,9 @@ class RedisProbe final : public Probe {
     auto* probe = static_cast<RedisProbe*>(self);
     ProbeResult result =
         probe->Error("timed out after " + FormatDuration(probe->options_->timeout) +
-                     (probe->connected_ ? " waiting for the reply" : " while connecting"));
+                     (probe->resolver_.busy() ? " resolving the host name"
+                      : probe->connected_     ? " waiting for the reply"
+                                              : " while connecting"));
     probe->Close();
     probe->Finish(std::move(result));
     return 0;
@@ -279,6 +317,11 @@ class RedisProbe final : public Probe {
       outcome_ = Error(ConnectionError("connection closed", connected_));
     }
     if (!outcome_) return;
+    if (!connected_ && !outcome_->up && next_address_ < addresses_.size()) {
+      DropConnection();
+      ConnectNext();
+      return;
+    }
     ProbeResult result = std::move(*outcome_);
     Close();
     Finish(std::move(result));
@@ -311,7 +354,15 @@ class RedisProbe final : public Probe {
 
   // Frees the context (closing its socket without a QUIT) unless hiredis already did.
   void Close() {
+    resolver_.Cancel();
     timer_ = sd_event_source_disable_unref(timer_);
+    DropConnection();
+    addresses_.clear();
+    next_address_ = 0;
+  }
+
+  // Frees the context of the current connection attempt, if any.
+  void DropConnection() {
     if (context_ != nullptr) {
       closing_ = true;
       const bool attached = adapter_ == nullptr || adapter_->attached();
@@ -335,6 +386,9 @@ class RedisProbe final : public Probe {
   std::optional<ProbeResult> outcome_;
   bool connected_ = false;
   bool closing_ = false;
+  std::vector<std::string> addresses_;  // numeric, to try in turn
+  size_t next_address_ = 0;
+  HostResolver resolver_;
   DeferredCall deferred_;
   ProbeDone done_;
 };

@@ -12,8 +12,8 @@
 // the connection at the reply, like check_redis: a kept connection would not show that the
 // server still accepts clients (maxclients, a full accept queue). hiredis's asynchronous
 // API runs on the daemon's sd-event loop through RedisEventAdapter below; a timer abandons
-// the run at `timeout`. Known limit: hiredis resolves a host *name* with the blocking
-// getaddrinfo(); use an IP address (or a name in /etc/hosts).
+// the run at `timeout`. A host name is resolved on the loop (HostResolver), not by
+// hiredis (whose lookup blocks); its addresses are tried in turn until one connects.
 #pragma once
 
 #include <functional>

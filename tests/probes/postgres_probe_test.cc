@@ -170,6 +170,14 @@ TEST_CASE("postgres probe: a real server with scram-sha-256 and TLS", "[postgres
     INFO(run.result.error);
     CHECK(run.result.up);
   }
+  SECTION("a host name is resolved on the loop, and verify-full checks that name") {
+    const std::string dsn = "host=localhost port=" + std::to_string(server->port()) +
+                            " user=rollguard dbname=postgres sslmode=verify-full sslrootcert=" +
+                            server->certificate_file();
+    const TimedResult run = RunPostgres(ProbeIni(dsn, auth));
+    INFO(run.result.error);
+    CHECK(run.result.up);
+  }
   SECTION("sslmode=verify-full with the wrong CA fails with a certificate error") {
     TempDir other;
     MakeSelfSignedCertificate(other, 2);

@@ -135,6 +135,16 @@ TEST_CASE("redis probe: an error reply to the command is up 0", "[redis]") {
   CHECK_THAT(run.result.error, Catch::StartsWith("NOSUCHCOMMAND failed: ERR unknown command"));
 }
 
+TEST_CASE("redis probe: a host name is resolved without blocking and connects", "[redis]") {
+  auto server = StartRedis();
+  if (server == nullptr) return;
+  TempDir dir;
+  const TimedResult run =
+      RunRedis(ProbeIni("localhost:" + std::to_string(server->port()), Auth(dir)));
+  INFO(run.result.error);
+  CHECK(run.result.up);
+}
+
 TEST_CASE("redis probe: a server without a password needs no password_file", "[redis]") {
   auto server = StartRedis("");
   if (server == nullptr) return;
