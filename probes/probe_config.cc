@@ -6,6 +6,7 @@
 #include "common/probe_types.h"
 #include "common/strings.h"
 #include "probes/curl_multi.h"
+#include "probes/exec_probe.h"
 #include "probes/http_probe.h"
 #include "probes/postgres_probe.h"
 #include "probes/probe.h"
@@ -28,6 +29,7 @@ constexpr TypeParserEntry kTypeParsers[] = {
     {"tcp", &ParseTcpProbe},
     {"postgres", &ParsePostgresProbe},
     {"redis", &ParseRedisProbe},
+    {"exec", &ParseExecProbe},
 };
 
 TypeParser FindParser(std::string_view type) {
