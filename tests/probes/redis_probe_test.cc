@@ -1,6 +1,7 @@
 // The redis probe against a real redis-server (Debian's redis-server package), started by
 // the test on a free loopback port with a password: replies and values, AUTH, SELECT,
 // error replies, killed and silent servers, concurrency.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <memory>
 #include <optional>
@@ -208,11 +209,11 @@ TEST_CASE("redis probe: silent servers do not delay a healthy one", "[redis]") {
   const double total =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   CHECK(results.back()->up);
-  CHECK(seconds.back() < 0.9);
+  CHECK(seconds.back() < *std::min_element(seconds.begin(), seconds.end() - 1));  // first
   for (size_t i = 0; i + 1 < results.size(); ++i) {
     CHECK(results[i]->error == "timed out after 1s waiting for the reply");
   }
-  CHECK(total < 2.5);
+  CHECK(total < 3.0);  // concurrently: 12 timeouts in a row would take 12s
 }
 
 TEST_CASE("redis probe: Cancel and destruction mid-run leave nothing behind", "[redis]") {
