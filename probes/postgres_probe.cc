@@ -156,6 +156,7 @@ class PostgresProbe final : public Probe {
     Close();
     deferred_.Schedule(event_, [this, error = std::move(error)] {
       ProbeResult result;
+      result.latency_seconds = Elapsed();
       result.error = error;
       Finish(std::move(result));
     });
