@@ -68,7 +68,8 @@ void ActionPlanner::Configure(const std::vector<BreakerConfig>& breakers) {
 
 Breaker& ActionPlanner::BreakerFor(std::string_view name) {
   auto it = breakers_.find(name);
-  if (it == breakers_.end()) it = breakers_.emplace(std::string(name), Breaker(BreakerPolicy{})).first;
+  if (it == breakers_.end())
+    it = breakers_.emplace(std::string(name), Breaker(BreakerPolicy{})).first;
   return it->second;
 }
 
@@ -84,6 +85,22 @@ PlannedAction ActionPlanner::Decide(const ActionConfig& action, const ActionCont
     plan.decision = ActionDecision::kSuppressedDependency;
     plan.why = "held by " + *context.held_by;
     return plan;
+  }
+  if (action.arm) {
+    if (!context.last_deploy) {
+      plan.decision = ActionDecision::kSuppressedUnarmed;
+      plan.why = "not armed: no deploy recorded (arm = " + FormatDuration(*action.arm) + ")";
+      return plan;
+    }
+    plan.armed_until = *context.last_deploy + *action.arm;
+    // A deploy stamped after `now` (clock step) still arms: it is the latest deploy.
+    if (context.now >= *plan.armed_until) {
+      plan.decision = ActionDecision::kSuppressedUnarmed;
+      plan.why = "not armed: the last deploy was at " + FormatIso8601(*context.last_deploy) +
+                 ", the arm window of " + FormatDuration(*action.arm) + " ended at " +
+                 FormatIso8601(*plan.armed_until);
+      return plan;
+    }
   }
   if (auto ready = cooldowns_.BlockedUntil(action.name, context.now, action.cooldown)) {
     plan.decision = ActionDecision::kSuppressedCooldown;

@@ -4,6 +4,8 @@
 // Checks, in this order, the first that refuses wins:
 //   paused (maintenance)        -> suppressed_paused
 //   a dependency is critical    -> suppressed_dependency
+//   `arm = D` and no deploy of the rule's service within D before now
+//                               -> suppressed_unarmed
 //   the action's own cooldown   -> suppressed_cooldown
 //   the action's breaker        -> suppressed_breaker (with the time it opens again)
 //   dry run (global or action)  -> dry_run: decided and journaled, never executed; it
@@ -48,13 +50,18 @@ struct ActionContext {
   bool paused = false;
   bool dry_run = false;                // global: [daemon] dry_run or --dry-run
   std::optional<std::string> held_by;  // a dependency rule at critical or failure
+  // The latest recorded deploy that arms this rule's actions: of the rule's `service`
+  // label, or of any service when it has none (see docs/actions.md). Only consulted for
+  // actions with `arm`.
+  std::optional<TimePoint> last_deploy;
 };
 
 struct PlannedAction {
   ActionDecision decision = ActionDecision::kExecuted;
-  std::string breaker;                   // the breaker consulted ("" = default)
-  std::optional<TimePoint> open_until;   // for suppressed_breaker
+  std::string breaker;                      // the breaker consulted ("" = default)
+  std::optional<TimePoint> open_until;      // for suppressed_breaker
   std::optional<TimePoint> cooldown_until;  // for suppressed_cooldown
+  std::optional<TimePoint> armed_until;     // actions with `arm`: end of the deploy window
   std::string why;  // one human sentence: "breaker open until 12:31", "held by db", ...
 };
 

@@ -1,10 +1,13 @@
 #include "daemon/cli.h"
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/control_client.h"
 #include "daemon/event_log.h"
 #include "daemon/probe_once.h"
 #include "daemon/rule_test_runner.h"
@@ -27,6 +30,13 @@ constexpr const char* kUsage =
     "  check   [--config F]                          validate config and rules\n"
     "  test    FILE...                               run offline rule unit tests\n"
     "  probe   NAME [--config F]                     run one probe once, print its fields\n"
+    "  status  [--config F]                          grades, breakers, last actions (running "
+    "daemon)\n"
+    "  pause   DURATION [--config F]                 run no actions for DURATION (maintenance)\n"
+    "  resume  [--config F]                          end a pause\n"
+    "  breaker reset [NAME] [--config F]             close a breaker by hand (default: the "
+    "unnamed one)\n"
+    "  deployed [--service S] [--version V] [--config F]  record a deploy (arms `arm` actions)\n"
     "  version                                       print the version\n"
     "\n"
     "exit codes: 0 ok, 1 a check failed, 2 usage or unreadable input\n";
@@ -36,6 +46,8 @@ struct Options {
   std::string config = kDefaultConfig;
   bool dry_run = false;
   bool verbose = false;
+  std::optional<std::string> service;
+  std::optional<std::string> version;
   std::vector<std::string> positional;
 };
 
@@ -56,15 +68,25 @@ bool ParseOptions(int argc, char** argv, Options* options) {
       value = arg.substr(equals + 1);
       arg = arg.substr(0, equals);
     }
-    if (arg == "--config") {
+    if (arg == "--config" || arg == "--service" || arg == "--version") {
       if (!has_inline_value) {
         if (i + 1 >= argc) {
-          std::fputs("rollguard: --config needs a file\n", stderr);
+          std::fprintf(stderr, "rollguard: %s needs a value\n", arg.c_str());
           return false;
         }
         value = argv[++i];
       }
-      options->config = value;
+      if (arg == "--config") {
+        options->config = value;
+      } else if (options->command != "deployed") {
+        std::fprintf(stderr, "rollguard %s: %s is an option of `rollguard deployed`\n",
+                     options->command.c_str(), arg.c_str());
+        return false;
+      } else if (arg == "--service") {
+        options->service = value;
+      } else {
+        options->version = value;
+      }
     } else if (arg == "--dry-run" && !has_inline_value) {
       options->dry_run = true;
     } else if (arg == "--verbose" && !has_inline_value) {
@@ -141,6 +163,80 @@ int Run(const Options& options) {
   return RunDaemon(std::move(*loaded.config), runtime_options, *log);
 }
 
+// Sends one request to the running daemon; prints its message (or the error) and maps
+// the outcome to an exit code: 0 done, 1 the daemon refused or cannot be reached, 2 the
+// config cannot be read.
+int Control(const Options& options, const nlohmann::json& request) {
+  const LoadedDaemonSettings loaded = LoadDaemonSettings(options.config);
+  if (!loaded.settings) {
+    std::fprintf(stderr, "%s\n", loaded.error.message.c_str());
+    return kExitUsage;
+  }
+  const std::string& socket = loaded.settings->socket;
+  auto reply = SendControlRequest(socket, request.dump());
+  if (!reply) {
+    std::fprintf(stderr, "rollguard %s: %s\n", options.command.c_str(),
+                 reply.error().message.c_str());
+    return kExitCheckFailed;
+  }
+  const nlohmann::json parsed = nlohmann::json::parse(*reply, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    std::fprintf(stderr, "rollguard %s: unexpected reply from %s: %s\n", options.command.c_str(),
+                 socket.c_str(), reply->c_str());
+    return kExitCheckFailed;
+  }
+  if (!parsed.value("ok", false)) {
+    std::fprintf(stderr, "rollguard %s: %s\n", options.command.c_str(),
+                 parsed.value("error", std::string("the daemon refused")).c_str());
+    return kExitCheckFailed;
+  }
+  if (const auto status = parsed.find("status"); status != parsed.end()) {
+    auto table = FormatStatusTable(status->dump());
+    if (!table) {
+      std::fprintf(stderr, "rollguard status: %s\n", table.error().message.c_str());
+      return kExitCheckFailed;
+    }
+    std::fputs(table->c_str(), stdout);
+    return kExitOk;
+  }
+  std::printf("%s\n", parsed.value("message", std::string("ok")).c_str());
+  return kExitOk;
+}
+
+int ControlCommand(const Options& options) {
+  const std::vector<std::string>& args = options.positional;
+  const std::string& command = options.command;
+  auto usage = [&](const char* what) {
+    std::fprintf(stderr, "rollguard %s: %s\n\n%s", command.c_str(), what, kUsage);
+    return kExitUsage;
+  };
+  if (command == "status" || command == "resume") {
+    if (!args.empty()) return usage("takes no arguments");
+    return Control(options, {{"command", command}});
+  }
+  if (command == "pause") {
+    if (args.size() != 1) return usage("expected one duration, e.g. `rollguard pause 30m`");
+    auto duration = ParseDuration(args[0]);
+    if (!duration || duration->count() <= 0) {
+      return usage("expected a duration longer than 0s, such as 30m or 1h");
+    }
+    return Control(options, {{"command", "pause"}, {"duration", args[0]}});
+  }
+  if (command == "breaker") {
+    if (args.empty() || args[0] != "reset" || args.size() > 2) {
+      return usage("expected `rollguard breaker reset [NAME]`");
+    }
+    return Control(options,
+                   {{"command", "breaker_reset"}, {"breaker", args.size() == 2 ? args[1] : ""}});
+  }
+  // deployed
+  if (!args.empty()) return usage("expected only --service S and --version V");
+  nlohmann::json request = {{"command", "deployed"}};
+  if (options.service) request["service"] = *options.service;
+  if (options.version) request["version"] = *options.version;
+  return Control(options, request);
+}
+
 }  // namespace
 
 int RunCommandLine(int argc, char** argv) {
@@ -148,6 +244,10 @@ int RunCommandLine(int argc, char** argv) {
   if (!ParseOptions(argc, argv, &options)) return kExitUsage;
   if (options.command == "probe") return ProbeOnce(options);
   if (options.command == "test") return RuleTests(options);
+  if (options.command == "status" || options.command == "pause" || options.command == "resume" ||
+      options.command == "breaker" || options.command == "deployed") {
+    return ControlCommand(options);
+  }
   if (!options.positional.empty()) {
     std::fprintf(stderr, "rollguard %s: unexpected argument %s\n", options.command.c_str(),
                  options.positional.front().c_str());

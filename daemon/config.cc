@@ -1,8 +1,11 @@
 #include "daemon/config.h"
 
 #include <glob.h>
+#include <pwd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -14,9 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Keys and types the spec defines whose behaviour this version does not have yet: they
-// get a clear error instead of "unknown key", so nobody relies on a silent no-op.
-constexpr std::string_view kActionKeysNotYetSupported[] = {"arm", "verify", "escalate", "user"};
+// Section kinds the spec defines whose behaviour this version does not have yet: they
+// get a clear error instead of "unknown section", so nobody relies on a silent no-op.
 constexpr std::string_view kSectionKindsNotYetSupported[] = {"prometheus"};
 
 std::string Resolve(const std::string& directory, const std::string& path) {
@@ -98,6 +100,90 @@ void ParseBreakerSection(const IniSection& section, Config* config,
   }
 }
 
+std::optional<std::vector<ActionStatusRange>> ParseActionStatusRanges(std::string_view text) {
+  std::vector<ActionStatusRange> ranges;
+  auto parse_code = [](std::string_view digits) -> int {
+    digits = Trim(digits);
+    if (digits.size() != 3) return -1;
+    int code = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return -1;
+      code = code * 10 + (c - '0');
+    }
+    return code >= 100 && code <= 599 ? code : -1;
+  };
+  for (const std::string& item : SplitWords(text)) {  // "200-299 304" or "200-299,304"
+    size_t start = 0;
+    while (start <= item.size()) {
+      size_t comma = item.find(',', start);
+      if (comma == std::string::npos) comma = item.size();
+      const std::string_view part = Trim(std::string_view(item).substr(start, comma - start));
+      start = comma + 1;
+      if (part.empty()) continue;
+      ActionStatusRange range;
+      const size_t dash = part.find('-');
+      if (dash == std::string_view::npos) {
+        range.low = range.high = parse_code(part);
+      } else {
+        range.low = parse_code(part.substr(0, dash));
+        range.high = parse_code(part.substr(dash + 1));
+      }
+      if (range.low < 0 || range.high < 0 || range.low > range.high) return std::nullopt;
+      ranges.push_back(range);
+    }
+  }
+  if (ranges.empty()) return std::nullopt;
+  return ranges;
+}
+
+// Checks the {{ NAME }} / {{ NAME | json }} placeholders of an http action body; an empty
+// string when all are known, else what is wrong.
+std::string CheckBodyTemplate(std::string_view body) {
+  size_t at = 0;
+  while ((at = body.find("{{", at)) != std::string_view::npos) {
+    const size_t close = body.find("}}", at + 2);
+    if (close == std::string_view::npos) return "a \"{{\" has no closing \"}}\"";
+    std::string_view inner = Trim(body.substr(at + 2, close - at - 2));
+    std::string_view name = inner;
+    if (const size_t bar = inner.find('|'); bar != std::string_view::npos) {
+      name = Trim(inner.substr(0, bar));
+      const std::string_view filter = Trim(inner.substr(bar + 1));
+      if (filter != "json") {
+        return "unknown filter \"" + std::string(filter) + "\" (expected json)";
+      }
+    }
+    bool known = false;
+    for (std::string_view variable : kActionBodyVariables) known = known || variable == name;
+    if (!known) {
+      std::string list;
+      for (std::string_view variable : kActionBodyVariables) {
+        list += (list.empty() ? "" : ", ") + std::string(variable);
+      }
+      return "unknown variable \"" + std::string(name) + "\" (expected one of " + list + ")";
+    }
+    at = close + 2;
+  }
+  return "";
+}
+
+bool IsValidHttpMethod(std::string_view method) {
+  for (char c : method) {
+    if (c < 'A' || c > 'Z') return false;
+  }
+  return true;
+}
+
+bool IsHeaderLine(std::string_view header) {
+  const size_t colon = header.find(':');
+  if (colon == 0 || colon == std::string_view::npos) return false;
+  for (char c : header.substr(0, colon)) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c))) {
+      return false;
+    }
+  }
+  return header.find_first_of("\r\n") == std::string_view::npos;
+}
+
 void ParseActionSection(const IniSection& section, Config* config,
                         std::vector<std::string>* errors) {
   SectionReader reader(section, errors);
@@ -106,34 +192,108 @@ void ParseActionSection(const IniSection& section, Config* config,
   action.where = section.where;
   if (const auto type = reader.Required("type")) {
     action.type = type->value;
-    if (action.type == "http" || action.type == "systemd") {
-      reader.ErrorAt(*type, "action type \"" + action.type +
-                                "\" is not supported by this version (expected exec)");
-    } else if (action.type != "exec") {
+    if (action.type != "exec" && action.type != "http" && action.type != "systemd") {
       reader.ErrorAt(*type, "expected exec, http or systemd, got \"" + action.type + "\"");
     }
   }
-  const bool shell = reader.Bool("shell", false);
-  if (const auto command = reader.Required("command")) {
-    if (shell) {
-      action.argv = {"/bin/sh", "-c", command->value};
-    } else {
-      SplitCommandResult split = SplitCommandLine(command->value);
-      if (!split.error.empty()) {
-        reader.ErrorAt(*command, "expected a command line: " + split.error);
+  // Keys of the other types are unknown keys for this type: Finish() reports them.
+  if (action.type == "exec") {
+    const bool shell = reader.Bool("shell", false);
+    if (const auto command = reader.Required("command")) {
+      if (shell) {
+        action.argv = {"/bin/sh", "-c", command->value};
       } else {
-        action.argv = std::move(split.argv);
+        SplitCommandResult split = SplitCommandLine(command->value);
+        if (!split.error.empty()) {
+          reader.ErrorAt(*command, "expected a command line: " + split.error);
+        } else {
+          action.argv = std::move(split.argv);
+        }
       }
     }
+    if (const auto user = reader.Single("user")) {
+      action.user = user->value;
+      if (getpwnam(action.user.c_str()) == nullptr) {
+        reader.ErrorAt(*user,
+                       "expected an existing user, no user \"" + action.user + "\" on this system");
+      }
+    }
+  } else if (action.type == "http") {
+    action.method = reader.String("method", action.method);
+    if (action.method.empty() || !IsValidHttpMethod(action.method)) {
+      reader.Error("method: expected an HTTP method such as POST, got \"" + action.method + "\"");
+    }
+    if (const auto url = reader.Required("url")) {
+      action.url = url->value;
+      if (action.url.rfind("http://", 0) != 0 && action.url.rfind("https://", 0) != 0) {
+        reader.ErrorAt(*url, "expected an http:// or https:// URL, got \"" + action.url + "\"");
+      }
+    }
+    for (const IniEntry& header : reader.All("header")) {
+      if (!IsHeaderLine(header.value)) {
+        reader.ErrorAt(header, "expected \"Name: value\", got \"" + header.value + "\"");
+      } else {
+        action.headers.push_back(header.value);
+      }
+    }
+    if (const auto body = reader.Single("body")) {
+      action.body = body->value;
+      if (std::string problem = CheckBodyTemplate(action.body); !problem.empty()) {
+        reader.ErrorAt(*body,
+                       "expected a template with {{ variable }} or "
+                       "{{ variable | json }}: " +
+                           problem);
+      }
+    }
+    if (const auto expect = reader.Single("expect_status")) {
+      if (auto ranges = ParseActionStatusRanges(expect->value)) {
+        action.expect_status = std::move(*ranges);
+        action.expect_status_text = expect->value;
+      } else {
+        reader.ErrorAt(*expect, "expected status codes or ranges such as 200-299,304, got \"" +
+                                    expect->value + "\"");
+      }
+    }
+    action.timeout = std::chrono::seconds(30);
+  } else if (action.type == "systemd") {
+    if (const auto unit = reader.Required("unit")) {
+      action.unit = unit->value;
+      if (action.unit.empty() || action.unit.find('/') != std::string::npos) {
+        reader.ErrorAt(*unit, "expected a unit name such as api.service");
+      }
+    }
+    if (const auto operation = reader.Required("operation")) {
+      action.operation = operation->value;
+      if (action.operation != "restart" && action.operation != "stop" &&
+          action.operation != "start" && action.operation != "reload") {
+        reader.ErrorAt(*operation,
+                       "expected restart, stop, start or reload, got \"" + action.operation + "\"");
+      }
+    }
+    action.timeout = std::chrono::minutes(1);
   }
   action.timeout = reader.DurationValue("timeout", action.timeout);
   action.cooldown = reader.DurationValue("cooldown", action.cooldown);
   action.breaker = reader.String("breaker");
   action.dry_run = reader.Bool("dry_run", false);
   if (action.timeout.count() <= 0) reader.Error("timeout must be longer than 0s");
-  for (std::string_view key : kActionKeysNotYetSupported) {
-    if (const auto entry = reader.Single(key)) {
-      reader.ErrorAt(*entry, "is not supported by this version");
+  if (const auto arm = reader.Single("arm")) {
+    action.arm = reader.DurationValue("arm", Duration{0});
+    if (action.arm->count() <= 0) reader.ErrorAt(*arm, "expected a duration longer than 0s");
+  }
+  if (const auto verify = reader.Single("verify")) {
+    action.verify = reader.DurationValue("verify", Duration{0});
+    if (action.verify->count() <= 0) {
+      reader.ErrorAt(*verify, "expected a duration longer than 0s");
+    }
+  }
+  if (const auto escalate = reader.Single("escalate")) {
+    action.escalate = escalate->value;
+    if (!action.verify) {
+      reader.ErrorAt(*escalate, "needs verify = DURATION: escalation happens when verify fails");
+    }
+    if (action.escalate == action.name) {
+      reader.ErrorAt(*escalate, "an action cannot escalate to itself");
     }
   }
   reader.Finish();
@@ -252,6 +412,11 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
       errors->push_back(action.where.ToString() + ": [action " + action.name +
                         "] breaker: unknown breaker \"" + action.breaker + "\"");
     }
+    if (!action.escalate.empty() && config->FindAction(action.escalate) == nullptr) {
+      errors->push_back(action.where.ToString() + ": [action " + action.name +
+                        "] escalate: unknown action \"" + action.escalate +
+                        "\" (define it in an [action " + action.escalate + "] section)");
+    }
   }
 
   if (!errors->empty()) return;
@@ -337,6 +502,33 @@ LoadedConfig LoadConfig(const std::string& path) {
     return loaded;
   }
   loaded.config = std::move(config);
+  return loaded;
+}
+
+LoadedDaemonSettings LoadDaemonSettings(const std::string& path) {
+  LoadedDaemonSettings loaded;
+  std::string contents;
+  std::string read_error;
+  if (!ReadWholeFile(path, &contents, &read_error)) {
+    loaded.error = {path + ": cannot read the config: " + read_error, true};
+    return loaded;
+  }
+  auto document = ParseIni(contents, path);
+  if (!document) {
+    loaded.error = {document.error().message, false};
+    return loaded;
+  }
+  const Config empty = EmptyConfig(path);
+  DaemonSettings settings;
+  std::vector<std::string> errors;
+  for (const IniSection& section : document->sections) {
+    if (section.kind == "daemon") ParseDaemonSection(section, empty.directory, &settings, &errors);
+  }
+  if (!errors.empty()) {
+    loaded.error = {JoinErrors(errors), false};
+    return loaded;
+  }
+  loaded.settings = std::move(settings);
   return loaded;
 }
 

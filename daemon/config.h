@@ -37,21 +37,57 @@ struct BreakerConfig {
   SourceLocation where;
 };
 
-// An [action NAME] section.
+// One `expect_status` range of an http action: low <= status <= high.
+struct ActionStatusRange {
+  int low = 200;
+  int high = 299;
+};
+
+// An [action NAME] section (spec §5; docs/actions.md).
 struct ActionConfig {
   std::string name;
-  std::string type;                 // "exec"
-  std::vector<std::string> argv;    // exec: the command, split without a shell
+  std::string type;  // "exec", "http" or "systemd"
   Duration timeout = std::chrono::minutes(5);
   Duration cooldown = std::chrono::minutes(10);  // minimum time between two runs
-  std::string breaker;              // "" = the default breaker
-  bool dry_run = false;             // shadow mode: decide and journal, never execute
+  std::string breaker;                           // "" = the default breaker
+  bool dry_run = false;                          // shadow mode: decide and journal, never execute
+  // Runs only within `arm` after the latest deploy of the rule's service (or of any
+  // deploy when the rule has no `service` label); unset = always armed.
+  std::optional<Duration> arm;
+  // When set: if the rule is not back to warning or better within `verify` after the
+  // action finished, "rollback did not help" is reported and `escalate` (when named) is
+  // decided through the planner like any other action.
+  std::optional<Duration> verify;
+  std::string escalate;  // an action name, or "" for none
+
+  // exec
+  std::vector<std::string> argv;  // the command, split without a shell
+  std::string user;               // run as this user (setuid/setgid/initgroups); "" = daemon's
+
+  // http
+  std::string method = "POST";
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  std::string body;                  // template: {{ rule }}, {{ summary | json }}, ...
+  std::vector<ActionStatusRange> expect_status = {{200, 299}};
+  std::string expect_status_text = "200-299";
+
+  // systemd
+  std::string unit;
+  std::string operation;  // restart | stop | start | reload
+
   SourceLocation where;
 };
 
+// Variables an http action's body may use: {{ NAME }} or {{ NAME | json }} (the value as a
+// JSON string literal, quotes included). See docs/actions.md.
+inline constexpr std::string_view kActionBodyVariables[] = {"rule",     "grade",   "previous_grade",
+                                                            "reason",   "summary", "action",
+                                                            "incident", "service", "dry_run"};
+
 struct Config {
-  std::string path;       // the main config file
-  std::string directory;  // its folder: relative paths resolve against it
+  std::string path;                     // the main config file
+  std::string directory;                // its folder: relative paths resolve against it
   std::vector<std::string> rule_files;  // files the include globs matched, sorted
   DaemonSettings daemon;
   std::vector<BreakerConfig> breakers;  // always contains the default breaker ("")
@@ -77,6 +113,14 @@ struct LoadedConfig {
   ConfigError error;
 };
 LoadedConfig LoadConfig(const std::string& path);
+
+// Reads only the [daemon] section of the main config at `path` (the CLI uses it to find
+// the control socket without loading rules). Errors as LoadConfig's.
+struct LoadedDaemonSettings {
+  std::optional<DaemonSettings> settings;
+  ConfigError error;
+};
+LoadedDaemonSettings LoadDaemonSettings(const std::string& path);
 
 // Loads rule files without a main config (for `rollguard test`): the default breaker
 // applies, or the breakers of `main_config` when non-empty (its includes not followed).

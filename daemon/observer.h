@@ -28,6 +28,29 @@ struct BreakerReport {
   std::optional<TimePoint> open_until;
 };
 
+// A `verify` that failed (spec §5: "rollback did not help").
+struct VerifyFailure {
+  std::string rule;
+  std::string action;    // the action that was verified
+  std::string incident;  // the incident it ran for
+  std::string grade;     // the rule's grade when the verify time ran out
+  Duration verify{0};
+  TimePoint action_finished;
+  TimePoint now;
+  std::string escalate;  // the action decided next, "" when none
+};
+
+// An incident that closed.
+struct ResolvedIncident {
+  std::string rule;
+  std::string incident;
+  TimePoint opened;
+  TimePoint resolved;
+  std::string grade;  // the grade the rule came back to
+  bool while_down = false;
+  std::vector<std::string> actions_run;
+};
+
 class RuntimeObserver {
  public:
   virtual ~RuntimeObserver() = default;
@@ -50,6 +73,16 @@ class RuntimeObserver {
   virtual void OnActionFinished(const JournalRecord& /*record*/) {}
   // Every breaker's state, once a second and after every decision.
   virtual void OnBreakers(const std::vector<BreakerReport>& /*breakers*/, TimePoint /*now*/) {}
+  // An action with `verify` ran, and its rule was not back to warning or better within
+  // the verify time: "rollback did not help". `escalate` names the action decided next
+  // ("" when none is configured); its decision follows through OnActionDecided.
+  virtual void OnVerifyFailed(const VerifyFailure& /*failure*/) {}
+  // An incident closed: its rule came back to good or better. `while_down` is true when
+  // it recovered while the daemon was not running and was closed by the first fresh
+  // evaluation after a restart.
+  virtual void OnIncidentResolved(const ResolvedIncident& /*incident*/) {}
+  // The operator paused actions until `until`, or resumed them (nullopt).
+  virtual void OnPausedChanged(std::optional<TimePoint> /*until*/, TimePoint /*now*/) {}
 };
 
 // Fans every call out to the observers added, in order.
@@ -79,6 +112,15 @@ class ObserverList final : public RuntimeObserver {
   }
   void OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) override {
     for (auto& o : observers_) o->OnBreakers(breakers, now);
+  }
+  void OnVerifyFailed(const VerifyFailure& failure) override {
+    for (auto& o : observers_) o->OnVerifyFailed(failure);
+  }
+  void OnIncidentResolved(const ResolvedIncident& incident) override {
+    for (auto& o : observers_) o->OnIncidentResolved(incident);
+  }
+  void OnPausedChanged(std::optional<TimePoint> until, TimePoint now) override {
+    for (auto& o : observers_) o->OnPausedChanged(until, now);
   }
 
  private:

@@ -1,11 +1,18 @@
 #include "daemon/responder.h"
 
+#include <pwd.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+
 #include <deque>
 #include <filesystem>
+#include <set>
 
 #include "daemon/action_journal.h"
 #include "daemon/action_planner.h"
+#include "daemon/http_action.h"
 #include "daemon/state_store.h"
+#include "daemon/systemd_action.h"
 #include "probes/exec_runner.h"
 
 namespace rollguard {
@@ -27,6 +34,17 @@ std::string PreviousGradeName(const RuleOutcome& outcome) {
   return outcome.previous_known ? std::string(GradeName(outcome.previous)) : "none";
 }
 
+// The journal's decision name for a breaker closed by hand.
+constexpr std::string_view kBreakerResetDecision = "breaker_reset";
+
+bool IsBackToWarningOrBetter(Grade grade) { return !IsWorseThan(grade, Grade::kWarning); }
+
+uint64_t MonotonicNowUs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
 std::string SecondsText(double seconds) {
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%.3fs", seconds);
@@ -35,15 +53,23 @@ std::string SecondsText(double seconds) {
 
 class ResponderImpl final : public Responder {
  public:
-  ResponderImpl(sd_event* event, bool force_dry_run, EventLog& log, const Clock& clock,
-                RuntimeObserver& observer, StateStore store, ActionJournal journal)
-      : log_(log),
+  ResponderImpl(sd_event* event, CurlMulti& curl, bool force_dry_run, EventLog& log,
+                const Clock& clock, RuntimeObserver& observer, StateStore store,
+                ActionJournal journal)
+      : event_(event),
+        log_(log),
         clock_(clock),
         observer_(observer),
         force_dry_run_(force_dry_run),
         store_(std::move(store)),
         journal_(std::move(journal)),
-        runner_(event) {}
+        runner_(event),
+        http_(curl),
+        systemd_(event) {}
+
+  ~ResponderImpl() override {
+    for (auto& [id, verify] : verifies_) sd_event_source_disable_unref(verify.timer);
+  }
 
   // Loads state.json and replays journal records it does not cover yet.
   Status Load(const Config& config) {
@@ -60,15 +86,34 @@ class ResponderImpl final : public Responder {
     size_t replayed = 0;
     for (size_t i = covered; i < records->size(); ++i) {
       const JournalRecord& record = (*records)[i];
-      if (record.phase != JournalPhase::kDecided || record.decision != "executed") continue;
+      if (record.phase != JournalPhase::kDecided) continue;
+      if (record.decision == kBreakerResetDecision) {
+        planner_.ResetBreaker(BreakerName(record.breaker), record.time);
+        ++replayed;
+        continue;
+      }
+      if (record.decision != "executed") continue;
       // Decided and journaled, but killed before state.json caught up: count it.
       planner_.ReplayExecuted(record.action, BreakerName(record.breaker), record.time);
       if (auto grade = ParseGrade(record.grade)) {
         state_.rules[record.rule] = PersistedRule{std::string(GradeName(*grade)), record.time};
+        // The incident it acted for, so the restart neither reopens nor re-acts on it.
+        if (!record.incident.empty()) {
+          IncidentState& incident = state_.incidents[record.rule];
+          if (incident.id != record.incident) {
+            incident = IncidentState{};
+            incident.id = record.incident;
+            incident.opened = record.time;
+          }
+          incident.grade = std::string(GradeName(*grade));
+          incident.acted = true;
+          incident.actions_run.push_back(record.action);
+        }
       }
       ++replayed;
     }
     state_.journal_records = records->size();
+    for (const auto& [rule, incident] : state_.incidents) restored_incidents_.insert(rule);
     if (replayed > 0) {
       log_.Warning("replayed " + std::to_string(replayed) +
                    " journaled action(s) that the last run did not get to persist");
@@ -88,13 +133,19 @@ class ResponderImpl final : public Responder {
 
   void OnOutcome(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
                  TimePoint now) override {
-    if (!outcome.changed) return;
     const RuleDefinition& rule = rules.definition(index);
+    held_by_[rule.name] = outcome.held_by;
+    if (!outcome.stale) {
+      if (IsBackToWarningOrBetter(outcome.grade)) VerifyPassed(rule.name, now);
+      // The first fresh evaluation after a start decides a restored incident: if the rule
+      // changes out of it now, it recovered while rollguard was down.
+      if (!outcome.changed) restored_incidents_.erase(rule.name);
+    }
+    if (!outcome.changed) return;
     const std::string from = PreviousGradeName(outcome);
     const std::string to(GradeName(outcome.grade));
-    const LogFields fields = {{"ROLLGUARD_RULE", rule.name},
-                              {"ROLLGUARD_GRADE", to},
-                              {"ROLLGUARD_PREVIOUS_GRADE", from}};
+    const LogFields fields = {
+        {"ROLLGUARD_RULE", rule.name}, {"ROLLGUARD_GRADE", to}, {"ROLLGUARD_PREVIOUS_GRADE", from}};
     const std::string message = "rule " + rule.name + ": " + from + " -> " + to + " (" +
                                 outcome.reason + ")" + (outcome.stale ? " [stale]" : "");
     if (IsWorseThan(outcome.grade, outcome.previous)) {
@@ -104,13 +155,25 @@ class ResponderImpl final : public Responder {
     }
     state_.rules[rule.name] = PersistedRule{to, now};
     TrackIncident(rule.name, outcome, now);
+    if (!outcome.stale) restored_incidents_.erase(rule.name);
 
     std::string why_not;
     std::vector<std::string> names = ActionsToConsider(rule, outcome, &why_not);
     if (!why_not.empty()) log_.Warning("rule " + rule.name + ": no action: " + why_not, fields);
     if (!names.empty()) {
-      RunNext(Trigger{rule.name, outcome.grade, from, outcome.reason, outcome.held_by,
-                      Incident(rule.name), {names.begin(), names.end()}, outcome.condition_since});
+      Trigger trigger{rule.name,
+                      outcome.grade,
+                      from,
+                      outcome.reason,
+                      outcome.held_by,
+                      Incident(rule.name),
+                      {names.begin(), names.end()},
+                      outcome.condition_since,
+                      "",
+                      rules.RenderSummary(index, now)};
+      auto service = rule.labels.find("service");
+      if (service != rule.labels.end()) trigger.service = service->second;
+      RunNext(std::move(trigger));
     }
     // A grade change alone is saved by the next Flush(): fsyncing state.json for every
     // change would stall the loop when many rules move at once. Anything that admitted
@@ -142,7 +205,72 @@ class ResponderImpl final : public Responder {
     return open.empty() ? "breaker closed" : open;
   }
 
-  int RunningActions() const override { return runner_.Running(); }
+  int RunningActions() const override {
+    return runner_.Running() + http_.Running() + systemd_.Running();
+  }
+
+  Result<TimePoint> Pause(Duration duration, TimePoint now) override {
+    const TimePoint until = now + duration;
+    state_.paused_until = until;
+    if (Status saved = Persist(); !saved) return Fail(saved.error().message);
+    log_.Warning("paused until " + FormatIso8601(until) +
+                 ": rules are evaluated and notified, no action runs");
+    observer_.OnPausedChanged(until, now);
+    return until;
+  }
+
+  bool Resume(TimePoint now) override {
+    const bool was_paused = PausedUntil(now).has_value();
+    state_.paused_until.reset();
+    if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+    log_.Warning(was_paused ? "resumed: actions run again" : "resume: was not paused");
+    observer_.OnPausedChanged(std::nullopt, now);
+    return was_paused;
+  }
+
+  std::optional<TimePoint> PausedUntil(TimePoint now) const override {
+    if (state_.paused_until && *state_.paused_until > now) return state_.paused_until;
+    return std::nullopt;
+  }
+
+  Status ResetBreaker(const std::string& name, TimePoint now) override {
+    const std::string internal = BreakerName(name);
+    if (planner_.FindBreaker(internal) == nullptr) {
+      std::string known;
+      for (const std::string& breaker : planner_.BreakerNames()) {
+        known += (known.empty() ? "" : ", ") + JournalBreakerName(breaker);
+      }
+      return Fail("no breaker named \"" + name + "\" (known: " + known + ")");
+    }
+    JournalRecord record;
+    record.time = now;
+    record.phase = JournalPhase::kDecided;
+    record.id = journal_.NewId(now);
+    record.decision = std::string(kBreakerResetDecision);
+    record.breaker = JournalBreakerName(internal);
+    record.reason = "closed by hand (rollguard breaker reset)";
+    // Journaled first, like an admission: a crash before state.json is saved replays it.
+    if (Status journaled = Journal(record); !journaled) return journaled;
+    planner_.ResetBreaker(internal, now);
+    if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+    log_.Warning("breaker " + record.breaker + " reset by hand",
+                 {{"ROLLGUARD_BREAKER", record.breaker}});
+    observer_.OnBreakers(Breakers(now), now);
+    return {};
+  }
+
+  Status RecordDeploy(const std::string& service, const std::string& version,
+                      TimePoint now) override {
+    if (service.find_first_of(" \t\r\n\"") != std::string::npos) {
+      return Fail("service \"" + service + "\": expected a label value without spaces");
+    }
+    state_.deploys[service] = DeployRecord{version, now};
+    if (Status saved = Persist(); !saved) return saved;
+    log_.Info("deploy recorded" + (service.empty() ? std::string() : " for " + service) +
+                  (version.empty() ? std::string() : " at version " + version),
+              {{"ROLLGUARD_SERVICE", service}, {"ROLLGUARD_VERSION", version}});
+    return {};
+  }
 
   std::vector<BreakerReport> Breakers(TimePoint now) const override {
     std::vector<BreakerReport> reports;
@@ -171,7 +299,120 @@ class ResponderImpl final : public Responder {
     std::string incident;
     std::deque<std::string> remaining;
     TimePoint detected_at;  // when the triggering condition first held
+    std::string service;    // the rule's `service` label ("" when it has none)
+    std::string summary;    // the rule's rendered summary at the grade change
   };
+
+  // An action with `verify` that finished; checked when its timer fires.
+  struct PendingVerify {
+    ResponderImpl* owner = nullptr;
+    uint64_t id = 0;
+    std::string action;
+    Duration verify{0};
+    TimePoint finished;
+    Trigger trigger;  // the rule, incident, ... the action ran for
+    sd_event_source* timer = nullptr;
+  };
+
+  // The latest deploy that arms `service`'s actions: a deploy of that service or one
+  // recorded without a service (a whole-host deploy); any deploy when `service` is "".
+  std::optional<TimePoint> LastDeployFor(const std::string& service) const {
+    std::optional<TimePoint> latest;
+    for (const auto& [deployed, record] : state_.deploys) {
+      if (!service.empty() && !deployed.empty() && deployed != service) continue;
+      if (!latest || record.time > *latest) latest = record.time;
+    }
+    return latest;
+  }
+
+  void ScheduleVerify(const ActionConfig& action, const Trigger& trigger, TimePoint finished) {
+    const uint64_t id = next_verify_id_++;
+    PendingVerify& verify = verifies_[id];
+    verify.owner = this;
+    verify.id = id;
+    verify.action = action.name;
+    verify.verify = *action.verify;
+    verify.finished = finished;
+    verify.trigger = trigger;
+    verify.trigger.remaining.clear();
+    if (!action.escalate.empty()) verify.trigger.remaining.push_back(action.escalate);
+    const uint64_t due =
+        MonotonicNowUs() +
+        static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(*action.verify).count());
+    if (sd_event_add_time(event_, &verify.timer, CLOCK_MONOTONIC, due, 0,
+                          &ResponderImpl::OnVerifyDue, &verify) < 0) {
+      log_.Error("action " + action.name + ": cannot schedule its verify; it will not be checked");
+      verifies_.erase(id);
+    }
+  }
+
+  // The rule is back to warning or better: every verify pending for it passed.
+  void VerifyPassed(const std::string& rule, TimePoint now) {
+    for (auto it = verifies_.begin(); it != verifies_.end();) {
+      if (it->second.trigger.rule != rule) {
+        ++it;
+        continue;
+      }
+      log_.Info("verify of " + it->second.action + " for rule " + rule + ": passed, back to " +
+                    std::string(GradeName(CurrentGrade(rule).value_or(Grade::kExcellent))) + " " +
+                    FormatDuration(now - it->second.finished) + " after it ran",
+                {{"ROLLGUARD_RULE", rule}, {"ROLLGUARD_ACTION", it->second.action}});
+      sd_event_source_disable_unref(it->second.timer);
+      it = verifies_.erase(it);
+    }
+  }
+
+  std::optional<Grade> CurrentGrade(const std::string& rule) const {
+    auto it = state_.rules.find(rule);
+    if (it == state_.rules.end()) return std::nullopt;
+    return ParseGrade(it->second.grade);
+  }
+
+  static int OnVerifyDue(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
+    auto* verify = static_cast<PendingVerify*>(userdata);
+    verify->owner->VerifyDue(verify->id);
+    return 0;
+  }
+
+  void VerifyDue(uint64_t id) {
+    auto it = verifies_.find(id);
+    if (it == verifies_.end()) return;
+    PendingVerify verify = std::move(it->second);
+    verifies_.erase(it);
+    sd_event_source_disable_unref(verify.timer);
+    const TimePoint now = clock_.Now();
+    const Grade grade = CurrentGrade(verify.trigger.rule).value_or(verify.trigger.grade);
+    if (IsBackToWarningOrBetter(grade)) return;  // cannot happen: VerifyPassed saw it
+    VerifyFailure failure;
+    failure.rule = verify.trigger.rule;
+    failure.action = verify.action;
+    failure.incident = verify.trigger.incident;
+    failure.grade = std::string(GradeName(grade));
+    failure.verify = verify.verify;
+    failure.action_finished = verify.finished;
+    failure.now = now;
+    failure.escalate = verify.trigger.remaining.empty() ? "" : verify.trigger.remaining.front();
+    const std::string message = "rollback did not help: rule " + failure.rule + " is still " +
+                                failure.grade + " " + FormatDuration(verify.verify) + " after " +
+                                failure.action + " ran" +
+                                (failure.escalate.empty() ? " (no escalate action)"
+                                                          : "; escalating to " + failure.escalate);
+    log_.Error(message, {{"ROLLGUARD_RULE", failure.rule},
+                         {"ROLLGUARD_ACTION", failure.action},
+                         {"ROLLGUARD_GRADE", failure.grade}});
+    observer_.OnVerifyFailed(failure);
+    if (verify.trigger.remaining.empty()) return;
+    Trigger escalation = std::move(verify.trigger);
+    escalation.grade = grade;
+    escalation.reason = "rollback did not help: " + failure.action + " ran " +
+                        FormatDuration(now - verify.finished) + " ago and the rule is still " +
+                        failure.grade;
+    escalation.held_by = held_by_[escalation.rule];
+    escalation.incident = Incident(escalation.rule);
+    RunNext(std::move(escalation));
+    if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+  }
 
   std::string Incident(const std::string& rule) const {
     auto it = state_.incidents.find(rule);
@@ -191,8 +432,22 @@ class ResponderImpl final : public Responder {
     } else if (!is && was) {
       auto it = state_.incidents.find(rule);
       if (it != state_.incidents.end()) {
-        log_.Info("incident " + it->second.id + " resolved", {{"ROLLGUARD_RULE", rule}});
+        ResolvedIncident resolved;
+        resolved.rule = rule;
+        resolved.incident = it->second.id;
+        resolved.opened = it->second.opened;
+        resolved.resolved = now;
+        resolved.grade = std::string(GradeName(outcome.grade));
+        resolved.actions_run = it->second.actions_run;
+        // Decided by the first fresh evaluation after a start: it got better while
+        // rollguard was not running.
+        resolved.while_down = !outcome.stale && restored_incidents_.count(rule) > 0;
+        log_.Info("incident " + resolved.incident + " resolved" +
+                      (resolved.while_down ? " while rollguard was not running" : "") +
+                      ": back to " + resolved.grade,
+                  {{"ROLLGUARD_RULE", rule}, {"ROLLGUARD_INCIDENT", resolved.incident}});
         state_.incidents.erase(it);
+        observer_.OnIncidentResolved(resolved);
       }
     } else if (is) {
       auto it = state_.incidents.find(rule);
@@ -215,6 +470,7 @@ class ResponderImpl final : public Responder {
       context.paused = state_.paused_until && *state_.paused_until > now;
       context.dry_run = force_dry_run_ || config_dry_run_;
       context.held_by = trigger.held_by;
+      context.last_deploy = LastDeployFor(trigger.service);
       const PlannedAction plan = planner_.Decide(action, context);
 
       JournalRecord record;
@@ -254,36 +510,78 @@ class ResponderImpl final : public Responder {
         incident->second.actions_run.push_back(action.name);
       }
       if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
-      log_.Warning("action " + action.name + " for rule " + trigger.rule + ": executing (" +
-                       plan.why + ")",
-                   fields);
+      log_.Warning(
+          "action " + action.name + " for rule " + trigger.rule + ": executing (" + plan.why + ")",
+          fields);
       Start(action, record, std::move(trigger));
       return;
     }
   }
 
   void Start(const ActionConfig& action, const JournalRecord& decided, Trigger trigger) {
+    const std::string action_name = action.name;
+    const std::string summary = trigger.summary;
+    const std::string service = trigger.service;
+    auto done = [this, decided, trigger = std::move(trigger)](const ExecResult& result) mutable {
+      Finished(decided, result);
+      if (auto it = actions_.find(decided.action); it != actions_.end() && it->second.verify) {
+        ScheduleVerify(it->second, trigger, clock_.Now());
+      }
+      RunNext(std::move(trigger));
+    };
+    if (action.type == "http") {
+      HttpActionRequest request;
+      request.method = action.method;
+      request.url = action.url;
+      request.headers = action.headers;
+      request.timeout = action.timeout;
+      request.expect_status = action.expect_status;
+      request.expect_status_text = action.expect_status_text;
+      request.body = RenderActionBody(action.body, {{"rule", decided.rule},
+                                                    {"grade", decided.grade},
+                                                    {"previous_grade", decided.previous_grade},
+                                                    {"reason", decided.reason},
+                                                    {"summary", summary},
+                                                    {"action", action_name},
+                                                    {"incident", decided.incident},
+                                                    {"service", service},
+                                                    {"dry_run", "false"}});
+      http_.Start(std::move(request), std::move(done));
+      return;
+    }
+    if (action.type == "systemd") {
+      systemd_.Start(SystemdActionRequest{action.unit, action.operation, action.timeout},
+                     std::move(done));
+      return;
+    }
     ExecRequest request;
     request.argv = action.argv;
+    if (!action.user.empty()) {
+      // setpriv (util-linux) sets gid, supplementary groups and uid in the child right
+      // before it execs the command: the daemon itself never changes identity.
+      const passwd* user = getpwnam(action.user.c_str());
+      if (user == nullptr) {
+        request.argv = {"/nonexistent/user " + action.user + " no longer exists"};
+      } else {
+        request.argv = {"/usr/bin/setpriv", "--reuid=" + std::to_string(user->pw_uid),
+                        "--regid=" + std::to_string(user->pw_gid), "--init-groups", "--"};
+        request.argv.insert(request.argv.end(), action.argv.begin(), action.argv.end());
+      }
+    }
     request.timeout = action.timeout;
-    request.env = {"ROLLGUARD_RULE=" + trigger.rule,
+    request.env = {"ROLLGUARD_RULE=" + decided.rule,
                    "ROLLGUARD_GRADE=" + decided.grade,
                    "ROLLGUARD_PREVIOUS_GRADE=" + decided.previous_grade,
-                   "ROLLGUARD_REASON=" + trigger.reason,
+                   "ROLLGUARD_REASON=" + decided.reason,
                    "ROLLGUARD_ACTION=" + action.name,
-                   "ROLLGUARD_INCIDENT=" + trigger.incident,
+                   "ROLLGUARD_INCIDENT=" + decided.incident,
                    "ROLLGUARD_DRY_RUN=false"};
-    const std::string action_name = action.name;
-    const std::string rule_name = trigger.rule;
+    const std::string rule_name = decided.rule;
     request.on_output_line = [this, action_name, rule_name](OutputStream, std::string_view line) {
       log_.Info(action_name + ": " + std::string(line),
                 {{"ROLLGUARD_ACTION", action_name}, {"ROLLGUARD_RULE", rule_name}});
     };
-    runner_.Start(std::move(request), [this, decided, trigger = std::move(trigger)](
-                                          const ExecResult& result) mutable {
-      Finished(decided, result);
-      RunNext(std::move(trigger));
-    });
+    runner_.Start(std::move(request), std::move(done));
   }
 
   void Finished(const JournalRecord& decided, const ExecResult& result) {
@@ -325,6 +623,7 @@ class ResponderImpl final : public Responder {
     return store_.Save(state_);
   }
 
+  sd_event* event_;
   EventLog& log_;
   const Clock& clock_;
   RuntimeObserver& observer_;
@@ -335,7 +634,15 @@ class ResponderImpl final : public Responder {
   ActionJournal journal_;
   std::string journal_path_;
   ExecRunner runner_;
+  HttpActionRunner http_;
+  SystemdActionRunner systemd_;
   ActionPlanner planner_;
+  std::map<uint64_t, PendingVerify> verifies_;
+  uint64_t next_verify_id_ = 1;
+  // The latest held_by of each rule: an escalation is suppressed while a dependency is.
+  std::map<std::string, std::optional<std::string>> held_by_;
+  // Rules whose incident was restored at start and not yet decided by fresh data.
+  std::set<std::string> restored_incidents_;
   PersistedState state_;
   std::map<std::string, ActionConfig> actions_;
 
@@ -344,9 +651,9 @@ class ResponderImpl final : public Responder {
 
 }  // namespace
 
-Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, const Config& config,
-                                                     bool force_dry_run, EventLog& log,
-                                                     const Clock& clock,
+Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, CurlMulti& curl,
+                                                     const Config& config, bool force_dry_run,
+                                                     EventLog& log, const Clock& clock,
                                                      RuntimeObserver& observer) {
   auto store = StateStore::Open(config.daemon.state_dir);
   if (!store) return Fail(store.error().message);
@@ -354,7 +661,7 @@ Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, const Conf
       (std::filesystem::path(config.daemon.state_dir) / "actions.jsonl").string();
   auto journal = ActionJournal::Open(journal_path);
   if (!journal) return Fail(journal.error().message);
-  auto responder = std::make_unique<ResponderImpl>(event, force_dry_run, log, clock, observer,
+  auto responder = std::make_unique<ResponderImpl>(event, curl, force_dry_run, log, clock, observer,
                                                    std::move(*store), std::move(*journal));
   responder->journal_path_ = journal_path;
   if (Status loaded = responder->Load(config); !loaded) return Fail(loaded.error().message);

@@ -9,6 +9,22 @@
 // starts, and state.json is replaced atomically after it. On start, journal records that
 // state.json does not cover yet are replayed into the breakers, cooldowns and rule grades,
 // so a kill -9 at any point neither forgets an admitted action nor runs one twice.
+//
+// Action types: exec (ExecRunner; `user` through setpriv), http (HttpActionRunner on the
+// loop's CurlMulti), systemd (SystemdActionRunner, sd-bus on the loop). An action with
+// `verify` is checked that long after it finished; if its rule is not back to warning or
+// better by then, "rollback did not help" is logged and reported (OnVerifyFailed) and its
+// `escalate` action is decided through the planner like any other. Verify timers live in
+// memory only: a restart forgets a pending verify (documented in docs/actions.md).
+//
+// Operator controls (from the control socket): Pause/Resume (persisted as paused_until),
+// ResetBreaker (journaled as a record with decision "breaker_reset", replayed after a
+// crash like an admission), RecordDeploy (persisted in state.json's deploys; arms
+// actions with `arm`).
+//
+// Reconciliation after a restart: rules resume their persisted grades (RestoreGrades),
+// so an incident already acted on does not act again; an incident whose rule comes back
+// on its first fresh evaluation is closed and reported with `while_down = true`.
 #pragma once
 
 #include <map>
@@ -27,14 +43,17 @@ typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
 
 namespace rollguard {
 
+class CurlMulti;
+
 class Responder {
  public:
   // Opens state_dir (creating it), loads state.json and replays the journal tail.
   // Errors when the state directory cannot be used or its state is corrupt.
-  // `observer` (which must outlive the responder) hears of every decision.
-  static Result<std::unique_ptr<Responder>> Create(sd_event* event, const Config& config,
-                                                   bool force_dry_run, EventLog& log,
-                                                   const Clock& clock,
+  // `observer` (which must outlive the responder) hears of every decision. `curl` (the
+  // loop's, shared with the probes; it must outlive the responder) runs http actions.
+  static Result<std::unique_ptr<Responder>> Create(sd_event* event, CurlMulti& curl,
+                                                   const Config& config, bool force_dry_run,
+                                                   EventLog& log, const Clock& clock,
                                                    RuntimeObserver& observer);
   virtual ~Responder() = default;
 
@@ -59,6 +78,20 @@ class Responder {
 
   // Every breaker's state at `now`, for observers (metrics, status, notifiers).
   virtual std::vector<BreakerReport> Breakers(TimePoint now) const = 0;
+
+  // Suppresses actions (suppressed_paused) until now + `duration`; persisted. Returns the
+  // end of the pause.
+  virtual Result<TimePoint> Pause(Duration duration, TimePoint now) = 0;
+  // Ends a pause; false when none was in effect.
+  virtual bool Resume(TimePoint now) = 0;
+  // The end of the pause in effect at `now`, if any.
+  virtual std::optional<TimePoint> PausedUntil(TimePoint now) const = 0;
+  // Closes breaker `name` ("" or "default" = the unnamed one) by hand, journaled.
+  // Errors name the breakers that exist.
+  virtual Status ResetBreaker(const std::string& name, TimePoint now) = 0;
+  // Records a deploy of `service` ("" = no service named) at `now`; persisted.
+  virtual Status RecordDeploy(const std::string& service, const std::string& version,
+                              TimePoint now) = 0;
 };
 
 }  // namespace rollguard

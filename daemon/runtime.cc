@@ -9,9 +9,12 @@
 #include <map>
 
 #include "daemon/notifier.h"
+#include "daemon/control_socket.h"
 #include "daemon/observer.h"
 #include "daemon/responder.h"
 #include "daemon/schedule.h"
+#include "daemon/status_board.h"
+#include "probes/curl_multi.h"
 
 namespace rollguard {
 namespace {
@@ -30,12 +33,13 @@ constexpr uint64_t kSweepIntervalUs = 1'000'000;
 
 constexpr uint64_t kProbeTimerAccuracyUs = 1'000;
 
-class Daemon {
+class Daemon final : public ControlTarget {
  public:
   Daemon(const RuntimeOptions& options, EventLog& log) : options_(options), log_(log) {}
 
-  ~Daemon() {
+  ~Daemon() override {
     StopProbes();
+    control_.reset();
     responder_.reset();
     probe_context_.reset();
     if (sweep_ != nullptr) sd_event_source_unref(sweep_);
@@ -65,14 +69,26 @@ class Daemon {
     // Observers (metrics, status, notifiers) are added to observers_ here, before the
     // responder and the first configuration are created, so they see everything.
     observers_.Add(std::make_shared<NotifierObserver>(event_, log_, clock_, LocalHostName()));
-    auto responder =
-        Responder::Create(event_, config, options_.force_dry_run, log_, clock_, observers_);
+    observers_.Add(status_board_);
+    auto responder = Responder::Create(event_, probe_context_->curl(), config,
+                                       options_.force_dry_run, log_, clock_, observers_);
     if (!responder) {
       log_.Error("cannot start: " + responder.error().message);
       return 1;
     }
     responder_ = std::move(*responder);
+    status_board_->SetPausedUntil(responder_->PausedUntil(clock_.Now()));
     Install(std::move(config));
+    // The CLI's way in (status, pause, resume, breaker reset, deployed). Without it the
+    // daemon still watches and acts, so a socket that cannot be created is an error in
+    // the log, not a reason to leave the service unguarded.
+    if (auto control = ControlSocket::Create(event_, config_.daemon.socket, *this)) {
+      control_ = std::move(*control);
+      log_.Info("control socket " + control_->path() + " (" + control_->access() + ")");
+    } else {
+      log_.Error(control.error().message + "; rollguard status/pause/resume/deployed/breaker "
+                 "reset will not reach this daemon");
+    }
 
     rc = sd_event_add_time_relative(event_, &sweep_, CLOCK_MONOTONIC, kSweepIntervalUs, 0,
                                     &Daemon::OnSweep, this);
@@ -93,6 +109,28 @@ class Daemon {
   }
 
  private:
+  // ControlTarget: what the control socket's commands do.
+  std::string StatusJson() override {
+    status_board_->SetPausedUntil(responder_->PausedUntil(clock_.Now()));
+    return status_board_->Json();
+  }
+  Result<TimePoint> Pause(Duration duration) override {
+    auto until = responder_->Pause(duration, clock_.Now());
+    if (until) status_board_->SetPausedUntil(*until);
+    return until;
+  }
+  bool Resume() override {
+    const bool was_paused = responder_->Resume(clock_.Now());
+    status_board_->SetPausedUntil(std::nullopt);
+    return was_paused;
+  }
+  Status ResetBreaker(const std::string& name) override {
+    return responder_->ResetBreaker(name, clock_.Now());
+  }
+  Status Deployed(const std::string& service, const std::string& version) override {
+    return responder_->RecordDeploy(service, version, clock_.Now());
+  }
+
   struct ProbeSlot {
     Daemon* daemon = nullptr;
     std::shared_ptr<const ProbeConfig> config;
@@ -260,6 +298,8 @@ class Daemon {
   // Declared before the responder, which holds a reference to it.
   ObserverList observers_;
   std::unique_ptr<Responder> responder_;
+  std::shared_ptr<StatusBoard> status_board_ = std::make_shared<StatusBoard>();
+  std::unique_ptr<ControlSocket> control_;
   Config config_;
   std::shared_ptr<RuleSet> rules_;
   std::vector<std::unique_ptr<ProbeSlot>> slots_;

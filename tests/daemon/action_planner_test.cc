@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "daemon/action_planner.h"
+
+#include <catch2/catch.hpp>
 
 using namespace rollguard;
 using namespace std::chrono_literals;
@@ -82,20 +82,19 @@ TEST_CASE("a dry run is decided but consumes neither breaker nor cooldown", "[pl
   CHECK(planner.Decide(Rollback(), global).decision == ActionDecision::kDryRun);
 }
 
-TEST_CASE("named breakers count separately and keep their history across a reload",
-          "[planner]") {
+TEST_CASE("named breakers count separately and keep their history across a reload", "[planner]") {
   ActionPlanner planner;
   BreakerPolicy one_per_hour;
   one_per_hour.max_actions = 1;
-  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
+  planner.Configure(
+      {BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
   CHECK(planner.Decide(Rollback(0s, "db"), At(0s)).decision == ActionDecision::kExecuted);
-  CHECK(planner.Decide(Rollback(0s, "db"), At(1s)).decision ==
-        ActionDecision::kSuppressedBreaker);
+  CHECK(planner.Decide(Rollback(0s, "db"), At(1s)).decision == ActionDecision::kSuppressedBreaker);
   CHECK(planner.Decide(Rollback(0s), At(2s)).decision == ActionDecision::kExecuted);
 
-  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
-  CHECK(planner.Decide(Rollback(0s, "db"), At(3s)).decision ==
-        ActionDecision::kSuppressedBreaker);
+  planner.Configure(
+      {BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
+  CHECK(planner.Decide(Rollback(0s, "db"), At(3s)).decision == ActionDecision::kSuppressedBreaker);
 }
 
 TEST_CASE("a replayed execution counts against the breaker and the cooldown", "[planner]") {
@@ -104,8 +103,7 @@ TEST_CASE("a replayed execution counts against the breaker and the cooldown", "[
   planner.ReplayExecuted("rollback", "", TimePoint{} + 2min);
   planner.ReplayExecuted("rollback", "", TimePoint{} + 3min);
   CHECK(planner.Decide(Rollback(), At(4min)).decision == ActionDecision::kSuppressedBreaker);
-  CHECK(planner.Decide(Rollback(10min), At(5min)).decision ==
-        ActionDecision::kSuppressedCooldown);
+  CHECK(planner.Decide(Rollback(10min), At(5min)).decision == ActionDecision::kSuppressedCooldown);
 }
 
 TEST_CASE("breaker state survives a round trip through persistence", "[planner]") {
@@ -121,12 +119,71 @@ TEST_CASE("breaker state survives a round trip through persistence", "[planner]"
 }
 
 TEST_CASE("decision names match the journal and metric vocabulary", "[planner]") {
-  for (const char* name : {"executed", "dry_run", "suppressed_breaker", "suppressed_cooldown",
-                           "suppressed_unarmed", "suppressed_paused", "suppressed_dependency",
-                           "suppressed_fleet"}) {
+  for (const char* name :
+       {"executed", "dry_run", "suppressed_breaker", "suppressed_cooldown", "suppressed_unarmed",
+        "suppressed_paused", "suppressed_dependency", "suppressed_fleet"}) {
     const auto decision = ParseDecision(name);
     REQUIRE(decision.has_value());
     CHECK(DecisionName(*decision) == name);
   }
   CHECK_FALSE(ParseDecision("ran").has_value());
+}
+
+TEST_CASE("an action with arm runs only within the window after the latest deploy", "[planner]") {
+  ActionPlanner planner = DefaultPlanner();
+  ActionConfig action = Rollback();
+  action.arm = 30min;
+
+  const PlannedAction never_deployed = planner.Decide(action, At(1h));
+  CHECK(never_deployed.decision == ActionDecision::kSuppressedUnarmed);
+  CHECK_THAT(never_deployed.why, Catch::Contains("no deploy recorded"));
+
+  ActionContext inside = At(1h + 29min);
+  inside.last_deploy = TimePoint{} + 1h;
+  const PlannedAction armed = planner.Decide(action, inside);
+  CHECK(armed.decision == ActionDecision::kExecuted);
+  CHECK(armed.armed_until == TimePoint{} + 1h + 30min);
+
+  ActionContext at_the_end = At(1h + 30min);
+  at_the_end.last_deploy = TimePoint{} + 1h;
+  const PlannedAction late = planner.Decide(action, at_the_end);
+  CHECK(late.decision == ActionDecision::kSuppressedUnarmed);
+  CHECK_THAT(late.why, Catch::Contains("arm window of 30m ended"));
+  // Unarmed refusals consume nothing: one admission so far.
+  CHECK(planner.FindBreaker("")->AdmittedInWindow(TimePoint{} + 1h + 30min) == 1);
+}
+
+TEST_CASE("an action without arm ignores deploys entirely", "[planner]") {
+  ActionPlanner planner = DefaultPlanner();
+  CHECK(planner.Decide(Rollback(), At(5h)).decision == ActionDecision::kExecuted);
+}
+
+TEST_CASE("unarmed is decided after pause and dependency, before cooldown and breaker",
+          "[planner]") {
+  ActionPlanner planner = DefaultPlanner();
+  ActionConfig action = Rollback(10min);
+  action.arm = 1min;
+  ActionContext paused = At(0min);
+  paused.paused = true;
+  CHECK(planner.Decide(action, paused).decision == ActionDecision::kSuppressedPaused);
+  ActionContext held = At(0min);
+  held.held_by = "db";
+  CHECK(planner.Decide(action, held).decision == ActionDecision::kSuppressedDependency);
+
+  ActionContext deployed = At(0min);
+  deployed.last_deploy = TimePoint{};
+  CHECK(planner.Decide(action, deployed).decision == ActionDecision::kExecuted);
+  // Within its cooldown but outside the window: the window speaks first.
+  CHECK(planner.Decide(action, At(5min)).decision == ActionDecision::kSuppressedUnarmed);
+}
+
+TEST_CASE("a dry run with arm still reports unarmed outside the window", "[planner]") {
+  ActionPlanner planner = DefaultPlanner();
+  ActionConfig action = Rollback();
+  action.arm = 1min;
+  action.dry_run = true;
+  CHECK(planner.Decide(action, At(0min)).decision == ActionDecision::kSuppressedUnarmed);
+  ActionContext deployed = At(0min);
+  deployed.last_deploy = TimePoint{};
+  CHECK(planner.Decide(action, deployed).decision == ActionDecision::kDryRun);
 }
