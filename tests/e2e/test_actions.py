@@ -497,3 +497,34 @@ def test_two_rules_at_the_same_instant_share_one_breaker(setup, target, rollback
     wait_journal(config, lambda e: len(finished(e)) >= 1, "the admitted action to finish")
     assert len(rollback.runs()) == 1
     daemon.stop()
+
+
+def test_incident_that_resolved_while_down_is_closed_and_reported_without_acting_again(
+        setup, target, rollback, daemons):
+    config = setup("""
+        [rule api]
+        critical    = api.status >= 500
+        on_critical = rollback
+
+        [action rollback]
+        type     = exec
+        command  = {rollback}
+        cooldown = 0s
+    """)
+    daemon = start(daemons, config, target)
+    target.set_mode("error")
+    wait_journal(config, finished, "the rollback to finish")
+    incident_id = decided(config.actions())[0]["incident"]
+    daemon.kill()
+    state = json.loads((config.state_dir / "state.json").read_text())
+    assert state["incidents"]["api"]["id"] == incident_id, state
+
+    target.set_mode("healthy")  # it recovers while rollguard is down
+    restarted = start(daemons, config, target)
+    wait_until(lambda: f"incident {incident_id} resolved while rollguard was not running"
+               in restarted.log(), WAIT, "the resolution to be reported")
+    wait_until(lambda: "api" not in json.loads(
+        (config.state_dir / "state.json").read_text())["incidents"], WAIT,
+        "state.json to drop the closed incident")
+    assert len(rollback.runs()) == 1 and len(decided(config.actions())) == 1
+    restarted.stop()
