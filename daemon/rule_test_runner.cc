@@ -1,8 +1,10 @@
 #include "daemon/rule_test_runner.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -10,6 +12,7 @@
 
 #include "common/ini.h"
 #include "common/probe_types.h"
+#include "common/section_reader.h"
 #include "common/strings.h"
 #include "daemon/action_planner.h"
 #include "daemon/config.h"
@@ -20,17 +23,35 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr Duration kSweepInterval = std::chrono::seconds(1);  // as the daemon's sweep
+// A test that would simulate more instants than this is refused (a typo like `grade
+// 5000d` would otherwise run for hours).
+constexpr int64_t kMaxInstants = 5'000'000;
+
+// A malformed test: reported as "ERROR ..." and exit code 2, never as a failure.
+struct Malformed {
+  std::string message;
+};
 
 struct Assertion {
   enum class Kind { kGrade, kActions } kind;
   Duration at;
-  std::string expected;  // the value as written, for messages
+  std::string expected;  // the value as written
   SourceLocation where;
+};
+
+// One PROBE=VALUE or PROBE.FIELD=VALUE of an `at` line.
+struct Assignment {
+  std::string probe;
+  std::string field;  // empty: the primary field (or down/silent)
+  std::string value;
+  bool quoted = false;  // "..." in the test file: always a string
+  std::string word;     // as written, for messages
 };
 
 struct ValueLine {
   Duration at;
-  std::string values;
+  std::string text;
+  std::vector<Assignment> assignments;
   SourceLocation where;
 };
 
@@ -43,9 +64,212 @@ struct TestCase {
   std::vector<Assertion> assertions;
 };
 
+std::string Where(const SourceLocation& where) { return where.ToString() + ": "; }
+
+// Splits an `at` value into assignments at whitespace outside double quotes.
+bool SplitAssignments(const std::string& text, std::vector<Assignment>* out, std::string* error) {
+  size_t i = 0;
+  const auto space = [&](size_t at) {
+    return std::isspace(static_cast<unsigned char>(text[at])) != 0;
+  };
+  while (true) {
+    while (i < text.size() && space(i)) ++i;
+    if (i == text.size()) return true;
+    const size_t start = i;
+    while (i < text.size() && !space(i) && text[i] != '=') ++i;
+    if (i == text.size() || text[i] != '=' || i == start) {
+      while (i < text.size() && !space(i)) ++i;
+      *error = "expected PROBE=VALUE or PROBE.FIELD=VALUE, got \"" + text.substr(start, i - start) +
+               "\"";
+      return false;
+    }
+    Assignment assignment;
+    const std::string target = text.substr(start, i - start);
+    const size_t dot = target.find('.');
+    assignment.probe = target.substr(0, dot);
+    if (dot != std::string::npos) assignment.field = target.substr(dot + 1);
+    ++i;  // '='
+    if (i < text.size() && text[i] == '"') {
+      assignment.quoted = true;
+      ++i;
+      bool closed = false;
+      while (i < text.size()) {
+        const char c = text[i++];
+        if (c == '"') {
+          closed = true;
+          break;
+        }
+        if (c == '\\' && i < text.size() && (text[i] == '"' || text[i] == '\\')) {
+          assignment.value += text[i++];
+          continue;
+        }
+        assignment.value += c;
+      }
+      if (!closed) {
+        *error = "expected a closing \" in \"" + text.substr(start) + "\"";
+        return false;
+      }
+      if (i < text.size() && !space(i)) {
+        *error = "expected a space after the quoted value in \"" + text.substr(start) + "\"";
+        return false;
+      }
+    } else {
+      const size_t value_start = i;
+      while (i < text.size() && !space(i)) ++i;
+      assignment.value = text.substr(value_start, i - value_start);
+      if (assignment.value.empty()) {
+        *error = "expected a value after \"" + target + "=\"";
+        return false;
+      }
+    }
+    assignment.word = text.substr(start, i - start);
+    out->push_back(std::move(assignment));
+  }
+}
+
+// An unquoted rule literal -> value: percents, numbers, durations (as seconds),
+// true/false; a word that does not start like a number is a string (svc.state=active).
+std::optional<FieldValue> ParseLiteral(const std::string& text) {
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  double number = 0;
+  if (EndsWith(text, "%")) {
+    const auto [ptr, ec] = std::from_chars(begin, end - 1, number);
+    if (ec == std::errc() && ptr == end - 1) return number / 100.0;
+  }
+  {
+    const auto [ptr, ec] = std::from_chars(begin, end, number);
+    if (ec == std::errc() && ptr == end) return number;
+  }
+  if (text == "true") return 1.0;
+  if (text == "false") return 0.0;
+  if (auto duration = ParseDuration(text)) return ToSeconds(*duration);
+  const char first = text.front();
+  if (std::isdigit(static_cast<unsigned char>(first)) || first == '-' || first == '+' ||
+      first == '.') {
+    return std::nullopt;  // meant as a number, but malformed: a typo, not a string
+  }
+  return text;
+}
+
+// Parses "at T", "grade T", "actions T" keys. An empty *verb means the key is not one.
+std::optional<std::string> ParseTimedKey(const std::string& key, std::string* verb, Duration* at) {
+  const std::vector<std::string> words = SplitWords(key);
+  verb->clear();
+  if (words.empty() || (words[0] != "at" && words[0] != "grade" && words[0] != "actions")) {
+    return std::nullopt;
+  }
+  *verb = words[0];
+  if (words.size() != 2) {
+    return "expected \"" + words[0] + " T\" with one duration T (e.g. " + words[0] +
+           " 30s), got \"" + key + "\"";
+  }
+  auto parsed = ParseDuration(words[1]);
+  if (!parsed) return "\"" + key + "\": " + parsed.error().message;
+  *at = *parsed;
+  return std::nullopt;
+}
+
+bool Readable(const std::string& path) {
+  std::error_code error;
+  if (!fs::is_regular_file(path, error)) return false;
+  std::ifstream file(path);
+  return file.good();
+}
+
+// Parses one [test NAME] section (syntax only; names are checked once the rules load).
+std::optional<Malformed> ParseTestCase(const IniSection& section, const std::string& directory,
+                                       TestCase* test) {
+  test->name = section.name;
+  test->where = section.where;
+  const std::string title = "[" + section.header + "] ";
+  bool has_config = false;
+  for (const IniEntry& entry : section.entries) {
+    const std::string prefix = Where(entry.where) + title + entry.key + ": ";
+    if (entry.key == "rules" || entry.key == "config") {
+      const std::vector<std::string> files = SplitWords(entry.value);
+      if (files.empty() || (entry.key == "config" && files.size() != 1)) {
+        return Malformed{prefix + "expected " +
+                         (entry.key == "rules" ? "one or more rule files" : "one config file") +
+                         " (relative to the test file), got \"" + entry.value + "\""};
+      }
+      if (entry.key == "config" && has_config) {
+        return Malformed{prefix + "expected at most one config per test"};
+      }
+      for (const std::string& file : files) {
+        const std::string path = (fs::path(directory) / file).lexically_normal().string();
+        if (!Readable(path)) {
+          return Malformed{prefix + "cannot read " + path};
+        }
+        if (entry.key == "rules") {
+          test->rule_files.push_back(path);
+        } else {
+          test->config_file = path;
+          has_config = true;
+        }
+      }
+      continue;
+    }
+    std::string verb;
+    Duration at{};
+    if (auto error = ParseTimedKey(entry.key, &verb, &at)) return Malformed{prefix + *error};
+    if (verb.empty()) {
+      return Malformed{prefix + "expected rules, config, \"at T\", \"grade T\" or \"actions T\""};
+    }
+    if (verb == "at") {
+      ValueLine line{at, entry.value, {}, entry.where};
+      std::string error;
+      if (!SplitAssignments(entry.value, &line.assignments, &error)) {
+        return Malformed{prefix + error};
+      }
+      if (line.assignments.empty()) {
+        return Malformed{prefix + "expected PROBE=VALUE or PROBE.FIELD=VALUE, got nothing"};
+      }
+      test->inputs.push_back(std::move(line));
+    } else {
+      test->assertions.push_back(
+          {verb == "grade" ? Assertion::Kind::kGrade : Assertion::Kind::kActions, at, entry.value,
+           entry.where});
+    }
+  }
+  if (test->rule_files.empty()) {
+    return Malformed{Where(section.where) + title +
+                     "expected at least one \"rules = FILE\" (relative to the test file)"};
+  }
+  if (test->assertions.empty()) {
+    return Malformed{Where(section.where) + title +
+                     "expected at least one \"grade T = RULE:GRADE\" or \"actions T = ...\" "
+                     "(a test that asserts nothing always passes)"};
+  }
+  return std::nullopt;
+}
+
+// [daemon] dry_run of the test's main config: LoadRuleFiles takes its breakers, not its
+// [daemon] section, and a config in shadow mode decides dry_run for every action.
+std::optional<Malformed> ReadGlobalDryRun(const std::string& config_file, bool* dry_run) {
+  auto document = ReadIniFile(config_file);
+  if (!document) return Malformed{document.error().message};
+  std::vector<std::string> errors;
+  for (const IniSection& section : document->sections) {
+    if (section.kind != "daemon") continue;
+    SectionReader reader(section, &errors);
+    *dry_run = reader.Bool("dry_run", false);
+  }
+  if (!errors.empty()) return Malformed{errors.front()};
+  return std::nullopt;
+}
+
+// "      5m30s  ": the time column of the timeline, right-aligned.
+std::string TimeColumn(Duration at) {
+  std::string time = FormatDuration(at);
+  if (time.size() < 8) time.insert(0, 8 - time.size(), ' ');
+  return "    " + time + "  ";
+}
+
 // What one simulated probe reports from now on.
 struct SimulatedProbe {
   Duration interval;
+  const ProbeTypeInfo* type = nullptr;
   std::string primary_field;
   bool silent = true;  // a probe no `at` line named yet does not report
   bool down = false;
@@ -54,95 +278,89 @@ struct SimulatedProbe {
   std::map<std::string, FieldValue> fields;
 };
 
-// Rule literal -> value: percents, durations (seconds), numbers, otherwise a string.
-FieldValue ParseLiteral(const std::string& text) {
-  if (EndsWith(text, "%")) {
-    double number = 0;
-    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size() - 1, number);
-    if (ec == std::errc() && ptr == text.data() + text.size() - 1) return number / 100.0;
-  }
-  double number = 0;
-  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
-  if (ec == std::errc() && ptr == text.data() + text.size()) return number;
-  if (text == "true") return 1.0;
-  if (text == "false") return 0.0;
-  if (auto duration = ParseDuration(text)) return ToSeconds(*duration);
-  return text;
-}
-
-std::string Where(const SourceLocation& where) { return where.ToString() + ": "; }
-
-// Parses "at T", "grade T", "actions T" keys.
-bool ParseTimedKey(const std::string& key, std::string* verb, Duration* at) {
-  const std::vector<std::string> words = SplitWords(key);
-  if (words.size() != 2) return false;
-  auto parsed = ParseDuration(words[1]);
-  if (!parsed) return false;
-  *verb = words[0];
-  *at = *parsed;
-  return true;
-}
-
 class Simulation {
  public:
-  Simulation(Config config, std::string* log) : config_(std::move(config)), log_(log) {
+  Simulation(Config config, bool dry_run)
+      : config_(std::move(config)), dry_run_(dry_run || config_.daemon.dry_run) {
     planner_.Configure(config_.breakers);
     for (const auto& probe : config_.probes) {
       SimulatedProbe simulated;
       simulated.interval = probe->spec().interval;
-      const ProbeTypeInfo* info = FindProbeType(probe->spec().type);
-      simulated.primary_field = info ? std::string(info->primary_field) : "up";
+      simulated.type = FindProbeType(probe->spec().type);
+      simulated.primary_field = simulated.type ? std::string(simulated.type->primary_field) : "up";
       probes_.emplace(probe->spec().name, simulated);
     }
     last_evaluated_.assign(config_.rules->size(), TimePoint{} - kSweepInterval);
   }
 
-  // Applies one `at` line. Errors name the offending word.
-  std::string Apply(const ValueLine& line) {
-    SplitCommandResult words = SplitCommandLine(line.values);
-    if (!split_ok(words)) return Where(line.where) + "expected PROBE=VALUE or PROBE.FIELD=VALUE";
-    for (const std::string& word : words.argv) {
-      const size_t equals = word.find('=');
-      if (equals == std::string::npos || equals == 0) {
-        return Where(line.where) + "expected PROBE=VALUE or PROBE.FIELD=VALUE, got \"" + word + "\"";
-      }
-      const std::string target = word.substr(0, equals);
-      const std::string value = word.substr(equals + 1);
-      const size_t dot = target.find('.');
-      const std::string probe_name = target.substr(0, dot);
-      auto it = probes_.find(probe_name);
+  // Checks an `at` line against the declared probes and their fields.
+  std::optional<Malformed> Validate(const ValueLine& line, const std::string& prefix) const {
+    for (const Assignment& assignment : line.assignments) {
+      const auto it = probes_.find(assignment.probe);
       if (it == probes_.end()) {
-        return Where(line.where) + "unknown probe \"" + probe_name + "\" in \"" + word + "\"";
+        return Malformed{prefix + "expected a declared probe (" + ProbeNames() + "), got \"" +
+                         assignment.probe + "\" in \"" + assignment.word + "\""};
       }
-      SimulatedProbe& probe = it->second;
-      std::string field = dot == std::string::npos ? probe.primary_field : target.substr(dot + 1);
-      if (dot == std::string::npos && value == "down") {
-        probe.silent = false;
-        probe.down = true;
+      const SimulatedProbe& probe = it->second;
+      const std::string field = assignment.field.empty() ? probe.primary_field : assignment.field;
+      const bool state = assignment.field.empty() && !assignment.quoted &&
+                         (assignment.value == "down" || assignment.value == "silent");
+      if (!state && probe.type != nullptr && !ProbeTypeHasField(*probe.type, field)) {
+        return Malformed{prefix + "expected a field of " + std::string(probe.type->type) +
+                         " probe " + assignment.probe + ", got \"" + field + "\" in \"" +
+                         assignment.word + "\""};
+      }
+      if (state || assignment.quoted) {
+        if (assignment.quoted && (field == "up" || field == "latency")) {
+          return Malformed{prefix + "expected a number for " + field + ", got a string in \"" +
+                           assignment.word + "\""};
+        }
         continue;
       }
-      if (dot == std::string::npos && value == "silent") {
-        probe.silent = true;
-        continue;
+      const std::optional<FieldValue> value = ParseLiteral(assignment.value);
+      if (!value) {
+        return Malformed{prefix +
+                         "expected a number, duration, percent, true/false or "
+                         "\"quoted string\", got \"" +
+                         assignment.value + "\" in \"" + assignment.word + "\""};
+      }
+      if ((field == "up" || field == "latency") && !std::holds_alternative<double>(*value)) {
+        return Malformed{prefix + "expected a number for " + field + ", got \"" + assignment.value +
+                         "\" in \"" + assignment.word + "\""};
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Applies one validated `at` line.
+  void Apply(const ValueLine& line) {
+    timeline_ += TimeColumn(line.at) + "at: " + line.text + "\n";
+    for (const Assignment& assignment : line.assignments) {
+      SimulatedProbe& probe = probes_.at(assignment.probe);
+      if (assignment.field.empty() && !assignment.quoted) {
+        if (assignment.value == "down") {
+          probe.silent = false;
+          probe.down = true;
+          continue;
+        }
+        if (assignment.value == "silent") {
+          probe.silent = true;
+          continue;
+        }
       }
       probe.silent = false;
       probe.down = false;
-      const FieldValue parsed = ParseLiteral(value);
-      const double* number = std::get_if<double>(&parsed);
-      if (field == "up" || field == "latency") {
-        if (number == nullptr) {
-          return Where(line.where) + "expected a number for " + target + ", got \"" + value + "\"";
-        }
-        if (field == "up") {
-          probe.up = *number != 0;
-        } else {
-          probe.latency = *number;
-        }
+      const std::string field = assignment.field.empty() ? probe.primary_field : assignment.field;
+      const FieldValue value =
+          assignment.quoted ? FieldValue{assignment.value} : *ParseLiteral(assignment.value);
+      if (field == "up") {
+        probe.up = std::get<double>(value) != 0;
+      } else if (field == "latency") {
+        probe.latency = std::get<double>(value);
       } else {
-        probe.fields[field] = parsed;
+        probe.fields[field] = value;
       }
     }
-    return "";
   }
 
   // Everything that happens at simulated time `t`: probe reports, then the sweep.
@@ -174,42 +392,48 @@ class Simulation {
     return Duration{std::max<int64_t>(step, 1)};
   }
 
+  const Config& config() const { return config_; }
   const RuleSet& rules() const { return *config_.rules; }
   const std::vector<std::string>& decisions() const { return decisions_; }
+  const std::string& timeline() const { return timeline_; }
 
  private:
-  static bool split_ok(const SplitCommandResult& split) { return split.error.empty(); }
+  std::string ProbeNames() const {
+    std::string names;
+    for (const auto& [name, probe] : probes_) names += (names.empty() ? "" : ", ") + name;
+    return names.empty() ? "none declared" : names;
+  }
 
   void Evaluate(size_t index, TimePoint now) {
     last_evaluated_[index] = now;
     const RuleOutcome outcome = config_.rules->Evaluate(index, now);
     if (!outcome.changed) return;
     const RuleDefinition& rule = config_.rules->definition(index);
-    *log_ += "      " + FormatDuration(now.time_since_epoch()) + "  " + rule.name + ": " +
-             (outcome.previous_known ? std::string(GradeName(outcome.previous)) : "none") +
-             " -> " +
-             std::string(GradeName(outcome.grade)) + " (" + outcome.reason + ")" +
-             (outcome.stale ? " [stale]" : "") + "\n";
+    timeline_ += TimeColumn(now.time_since_epoch()) + rule.name + ": " +
+                 (outcome.previous_known ? std::string(GradeName(outcome.previous)) : "none") +
+                 " -> " + std::string(GradeName(outcome.grade)) + " (" + outcome.reason + ")" +
+                 (outcome.stale ? " [stale]" : "") + "\n";
     for (const std::string& name : ActionsToConsider(rule, outcome)) {
       const ActionConfig* action = config_.FindAction(name);
       if (action == nullptr) continue;
       ActionContext context;
       context.now = now;
-      context.dry_run = config_.daemon.dry_run;
+      context.dry_run = dry_run_;
       context.held_by = outcome.held_by;
       const PlannedAction plan = planner_.Decide(*action, context);
       decisions_.push_back(name + ":" + std::string(DecisionName(plan.decision)));
-      *log_ += "      " + FormatDuration(now.time_since_epoch()) + "  action " +
-               decisions_.back() + " (" + plan.why + ")\n";
+      timeline_ += TimeColumn(now.time_since_epoch()) + "action " + decisions_.back() +
+                   (plan.why.empty() ? "" : " (" + plan.why + ")") + "\n";
     }
   }
 
   Config config_;
-  std::string* log_;
+  bool dry_run_;
   ActionPlanner planner_;
   std::map<std::string, SimulatedProbe> probes_;
   std::vector<TimePoint> last_evaluated_;
   std::vector<std::string> decisions_;
+  std::string timeline_;
 };
 
 std::string JoinWords(const std::vector<std::string>& words) {
@@ -218,44 +442,47 @@ std::string JoinWords(const std::vector<std::string>& words) {
   return joined;
 }
 
-// Parses one [test NAME] section; false with *error set on malformed input.
-bool ParseTestCase(const IniSection& section, const std::string& directory, TestCase* test,
-                   std::string* error) {
-  test->name = section.name;
-  test->where = section.where;
-  const std::string title = "[" + section.header + "] ";
-  for (const IniEntry& entry : section.entries) {
-    const std::string prefix = Where(entry.where) + title + entry.key + ": ";
-    if (entry.key == "rules") {
-      for (const std::string& file : SplitWords(entry.value)) {
-        test->rule_files.push_back((fs::path(directory) / file).lexically_normal().string());
+// Checks that an assertion names known rules and grades, or known actions and decisions.
+std::optional<Malformed> ValidateAssertion(const Assertion& assertion, const Config& config,
+                                           const std::string& prefix) {
+  for (const std::string& pair : SplitWords(assertion.expected)) {
+    const size_t colon = pair.find(':');
+    const std::string name = pair.substr(0, colon);
+    const std::string value = colon == std::string::npos ? "" : pair.substr(colon + 1);
+    if (assertion.kind == Assertion::Kind::kGrade) {
+      if (colon == std::string::npos) {
+        return Malformed{prefix + "expected RULE:GRADE, got \"" + pair + "\""};
       }
-      continue;
-    }
-    if (entry.key == "config") {
-      test->config_file = (fs::path(directory) / entry.value).lexically_normal().string();
-      continue;
-    }
-    std::string verb;
-    Duration at{};
-    if (!ParseTimedKey(entry.key, &verb, &at) ||
-        (verb != "at" && verb != "grade" && verb != "actions")) {
-      *error = prefix + "expected rules, config, \"at T\", \"grade T\" or \"actions T\"";
-      return false;
-    }
-    if (verb == "at") {
-      test->inputs.push_back({at, entry.value, entry.where});
+      if (!config.rules->Find(name)) {
+        return Malformed{prefix + "expected a rule the test's rule files define, got \"" + name +
+                         "\" in \"" + pair + "\""};
+      }
+      if (!ParseGrade(value)) {
+        return Malformed{prefix +
+                         "expected a grade (excellent, good, warning, critical, failure), got \"" +
+                         value + "\" in \"" + pair + "\""};
+      }
     } else {
-      test->assertions.push_back({verb == "grade" ? Assertion::Kind::kGrade
-                                                  : Assertion::Kind::kActions,
-                                  at, entry.value, entry.where});
+      if (colon == std::string::npos) {
+        return Malformed{prefix + "expected ACTION:DECISION, got \"" + pair + "\""};
+      }
+      if (config.FindAction(name) == nullptr) {
+        return Malformed{prefix + "expected an action the test's rule files define, got \"" + name +
+                         "\" in \"" + pair + "\""};
+      }
+      if (!ParseDecision(value)) {
+        return Malformed{prefix +
+                         "expected a decision (executed, dry_run, suppressed_breaker, "
+                         "suppressed_cooldown, suppressed_unarmed, suppressed_paused, "
+                         "suppressed_dependency, suppressed_fleet), got \"" +
+                         value + "\" in \"" + pair + "\""};
+      }
     }
   }
-  if (test->rule_files.empty()) {
-    *error = Where(section.where) + title + "expected at least one \"rules = FILE\"";
-    return false;
+  if (assertion.kind == Assertion::Kind::kGrade && SplitWords(assertion.expected).empty()) {
+    return Malformed{prefix + "expected RULE:GRADE ..., got nothing"};
   }
-  return true;
+  return std::nullopt;
 }
 
 // Checks one grade assertion: "api:critical db:excellent". Returns a failure text or "".
@@ -264,17 +491,14 @@ std::string CheckGrades(const Assertion& assertion, const RuleSet& rules) {
   for (const std::string& pair : SplitWords(assertion.expected)) {
     const size_t colon = pair.find(':');
     const std::string rule = pair.substr(0, colon);
-    const std::string expected = colon == std::string::npos ? "" : pair.substr(colon + 1);
-    const auto index = rules.Find(rule);
-    if (colon == std::string::npos || !ParseGrade(expected) || !index) {
-      failures += "    " + Where(assertion.where) + "expected RULE:GRADE with a known rule, got \"" +
-                  pair + "\"\n";
-      continue;
-    }
-    const std::string actual(GradeName(rules.grade(*index)));
+    const std::string expected = pair.substr(colon + 1);
+    const size_t index = *rules.Find(rule);
+    const std::string actual(GradeName(rules.grade(index)));
     if (actual != expected) {
       failures += "    " + Where(assertion.where) + "grade at " + FormatDuration(assertion.at) +
-                  ": expected " + rule + ":" + expected + ", got " + rule + ":" + actual + "\n";
+                  ":\n      expected: " + rule + ":" + expected + "\n      actual:   " + rule +
+                  ":" + actual + (rules.stale(index) ? " (stale)" : "") + " (" +
+                  rules.reason(index) + ")\n";
     }
   }
   return failures;
@@ -288,24 +512,65 @@ std::string CheckActions(const Assertion& assertion, const std::vector<std::stri
          "\n      actual:   " + (actual.empty() ? "(none)" : JoinWords(actual)) + "\n";
 }
 
-// Runs one test; appends its PASS/FAIL text to the report.
+void ReportError(const std::string& message, RuleTestReport* report) {
+  ++report->errors;
+  report->unreadable = true;
+  report->output += "ERROR " + message + "\n";
+}
+
+// Runs one test; appends its PASS/FAIL/ERROR text to the report.
 void RunTest(const TestCase& test, RuleTestReport* report) {
+  bool dry_run = false;
+  if (!test.config_file.empty()) {
+    if (auto malformed = ReadGlobalDryRun(test.config_file, &dry_run)) {
+      ReportError(malformed->message, report);
+      return;
+    }
+  }
   LoadedConfig loaded = LoadRuleFiles(test.rule_files, test.config_file);
   if (!loaded.config) {
+    if (loaded.error.unreadable) {
+      ReportError(loaded.error.message, report);
+      return;
+    }
     ++report->failed;
-    report->output += "FAIL " + test.name + "\n    cannot load its rules:\n" +
-                      loaded.error.message + "\n";
+    report->output += "FAIL " + test.name + " (" + test.where.ToString() +
+                      ")\n    its rules do not load:\n" + loaded.error.message + "\n";
     return;
   }
-  std::string timeline;
-  Simulation simulation(std::move(*loaded.config), &timeline);
-  std::string failures;
+  Simulation simulation(std::move(*loaded.config), dry_run);
+  const std::string title = "[test " + test.name + "] ";
+  for (const ValueLine& input : test.inputs) {
+    const std::string prefix = Where(input.where) + title + "at " + FormatDuration(input.at) + ": ";
+    if (auto malformed = simulation.Validate(input, prefix)) {
+      ReportError(malformed->message, report);
+      return;
+    }
+  }
+  for (const Assertion& assertion : test.assertions) {
+    const std::string prefix = Where(assertion.where) + title +
+                               (assertion.kind == Assertion::Kind::kGrade ? "grade " : "actions ") +
+                               FormatDuration(assertion.at) + ": ";
+    if (auto malformed = ValidateAssertion(assertion, simulation.config(), prefix)) {
+      ReportError(malformed->message, report);
+      return;
+    }
+  }
 
   // Every instant something happens: input changes, assertions, and (up to the last of
   // those) each probe slot and sweep, which all fall on multiples of their gcd.
   Duration end{0};
   for (const ValueLine& input : test.inputs) end = std::max(end, input.at);
   for (const Assertion& assertion : test.assertions) end = std::max(end, assertion.at);
+  const int64_t step = simulation.StepSize().count();
+  if (end.count() / step > kMaxInstants) {
+    ReportError(Where(test.where) + title + "expected a test of at most " +
+                    std::to_string(kMaxInstants) + " simulated steps, got " +
+                    std::to_string(end.count() / step) + " (up to " + FormatDuration(end) +
+                    " in steps of " + FormatDuration(Duration{step}) + ")",
+                report);
+    return;
+  }
   std::vector<ValueLine> inputs = test.inputs;
   std::stable_sort(inputs.begin(), inputs.end(),
                    [](const ValueLine& a, const ValueLine& b) { return a.at < b.at; });
@@ -315,15 +580,14 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   std::set<int64_t> instants;
   for (const ValueLine& input : inputs) instants.insert(input.at.count());
   for (const Assertion& assertion : assertions) instants.insert(assertion.at.count());
-  const int64_t step = simulation.StepSize().count();
   for (int64_t t = 0; t <= end.count(); t += step) instants.insert(t);
 
+  std::string failures;
   size_t next_input = 0;
   size_t next_assertion = 0;
   for (int64_t t : instants) {
     while (next_input < inputs.size() && inputs[next_input].at.count() <= t) {
-      const std::string error = simulation.Apply(inputs[next_input++]);
-      if (!error.empty()) failures += "    " + error + "\n";
+      simulation.Apply(inputs[next_input++]);
     }
     simulation.Step(Duration{t});
     while (next_assertion < assertions.size() && assertions[next_assertion].at.count() <= t) {
@@ -340,7 +604,8 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   }
   ++report->failed;
   report->output += "FAIL " + test.name + " (" + test.where.ToString() + ")\n" + failures +
-                    "    timeline:\n" + (timeline.empty() ? "      (no grade change)\n" : timeline);
+                    "    timeline (inputs, grade changes, action decisions):\n" +
+                    simulation.timeline();
 }
 
 }  // namespace
@@ -350,26 +615,38 @@ RuleTestReport RunRuleTests(const std::vector<std::string>& files) {
   for (const std::string& file : files) {
     auto document = ReadIniFile(file);
     if (!document) {
-      report.unreadable = true;
-      report.output += document.error().message + "\n";
+      ReportError(document.error().message, &report);
       continue;
     }
     const std::string directory = fs::absolute(file).parent_path().string();
+    std::map<std::string, SourceLocation> names;
+    int tests = 0;
     for (const IniSection& section : document->sections) {
       if (section.kind != "test" || section.name.empty()) {
-        report.unreadable = true;
-        report.output += Where(section.where) + "expected a [test NAME] section, got [" +
-                         section.header + "]\n";
+        ReportError(
+            Where(section.where) + "expected a [test NAME] section, got [" + section.header + "]",
+            &report);
+        continue;
+      }
+      ++tests;
+      const auto [previous, inserted] = names.emplace(section.name, section.where);
+      if (!inserted) {
+        ReportError(Where(section.where) + "[" + section.header +
+                        "]: expected a test name "
+                        "not used before in this file (" +
+                        previous->second.ToString() + ")",
+                    &report);
         continue;
       }
       TestCase test;
-      std::string error;
-      if (!ParseTestCase(section, directory, &test, &error)) {
-        report.unreadable = true;
-        report.output += error + "\n";
+      if (auto malformed = ParseTestCase(section, directory, &test)) {
+        ReportError(malformed->message, &report);
         continue;
       }
       RunTest(test, &report);
+    }
+    if (tests == 0 && document->sections.empty()) {
+      ReportError(file + ": expected at least one [test NAME] section", &report);
     }
   }
   return report;
