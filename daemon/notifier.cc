@@ -335,6 +335,25 @@ std::vector<Delivery> NotificationRouter::OnReloadFailed(const std::string& erro
   return out;
 }
 
+std::vector<Delivery> NotificationRouter::OnVerifyFailed(const VerifyFailure& failure) {
+  std::vector<Delivery> out;
+  auto info_it = rules_.find(failure.rule);
+  const RuleInfo* info = info_it == rules_.end() ? nullptr : &info_it->second;
+  for (const NotifierConfig& notifier : notifiers_) {
+    if (info != nullptr && !Targets(*info, notifier.name)) continue;
+    Notification n = RuleBase(NotificationKind::kVerifyFailed, failure.rule, info, failure.now);
+    if (auto grade = ParseGrade(failure.grade)) n.grade = *grade;
+    n.alerting = true;
+    n.error = failure.action + " finished at " + ClockTime(failure.action_finished) + "; " +
+              FormatDuration(failure.verify) + " later " + failure.rule + " is still " +
+              failure.grade +
+              (failure.escalate.empty() ? ", and no escalate action is set"
+                                        : ": escalating to " + failure.escalate);
+    out.push_back({notifier.name, std::move(n)});
+  }
+  return out;
+}
+
 std::string RenderMessage(const NotifierConfig& notifier, const Notification& notification) {
   if (notifier.type == NotifierType::kSlack) return SlackPayload(notification);
   return WebhookDocument(notifier.name, AlertsFor(notification, notifier.external_url),
@@ -425,6 +444,10 @@ void NotifierObserver::OnBreakers(const std::vector<BreakerReport>& breakers, Ti
   for (auto& [name, channel] : channels_) {
     if (channel.config.type == NotifierType::kAlertmanager) ResendFiring(channel, now, false);
   }
+}
+
+void NotifierObserver::OnVerifyFailed(const VerifyFailure& failure) {
+  Dispatch(router_.OnVerifyFailed(failure), failure.now);
 }
 
 void NotifierObserver::Dispatch(std::vector<Delivery> deliveries, TimePoint now) {

@@ -72,6 +72,8 @@ class NotificationRouter {
   std::vector<Delivery> OnActionFinished(const JournalRecord& record);
   std::vector<Delivery> OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now);
   std::vector<Delivery> OnReloadFailed(const std::string& error, TimePoint now);
+  // "Rollback did not help": to the rule's notifiers, whatever their min_grade.
+  std::vector<Delivery> OnVerifyFailed(const VerifyFailure& failure);
 
   const std::vector<NotifierConfig>& notifiers() const { return notifiers_; }
 
@@ -133,6 +135,7 @@ class NotifierObserver final : public RuntimeObserver {
                        TimePoint detected_at) override;
   void OnActionFinished(const JournalRecord& record) override;
   void OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) override;
+  void OnVerifyFailed(const VerifyFailure& failure) override;
 
   // Counts of final results for `notifier` (zeros when unknown).
   struct Counts {

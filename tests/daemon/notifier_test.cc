@@ -433,3 +433,21 @@ TEST_CASE("a keep-alive replaces the one still waiting", "[notification_queue]")
   queue.Finish(AttemptOutcome::kSent, TimePoint{});
   CHECK(queue.StartNext(TimePoint{})->body == "new");
 }
+
+TEST_CASE("a failed verify is told to the rule's notifiers whatever their min_grade",
+          "[notifier]") {
+  Fixture f;
+  VerifyFailure failure;
+  failure.rule = "db";
+  failure.action = "rollback";
+  failure.grade = "warning";
+  failure.verify = 5min;
+  failure.action_finished = FromMillis(0);
+  failure.now = FromMillis(5 * 60 * 1000);
+  failure.escalate = "page_oncall";
+  const auto sent = f.router.OnVerifyFailed(failure);
+  REQUIRE(Describe(sent) == V{"pager verify_failed"});  // db notifies only pager
+  CHECK(NotificationTitle(sent[0].notification) == "db: rollback did not help, still warning");
+  CHECK(sent[0].notification.error ==
+        "rollback finished at 00:00 UTC; 5m later db is still warning: escalating to page_oncall");
+}

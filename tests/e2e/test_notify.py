@@ -111,6 +111,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self.server.daemon_threads = True
+        # rollguard hanging up on a slow answer (its timeout, or SIGTERM) is expected.
+        self.server.handle_error = lambda request, address: None
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
@@ -443,4 +445,22 @@ def test_alertmanager_shows_the_alert_firing_then_resolved(make_config, target, 
     # The rollback does not heal here; the test heals the target: resolved at once.
     target.set_mode("healthy")
     wait_until(lambda: not firing(), WAIT, "the api alert to be resolved in Alertmanager")
+    daemon.stop()
+
+
+def test_slack_hears_that_a_rollback_did_not_help(make_config, target, rollback, daemons,
+                                                  receivers):
+    slack = receivers()
+    config = make_config(MAIN.replace("{notifiers}", slack_section("slack", slack.url)),
+                         {"api.rules": RULES.replace("    cooldown = 0s\n",
+                                                     "    cooldown = 0s\n    verify   = 1s\n")},
+                         notify_line="")
+    assert "verify   = 1s" in config.rule_files["api.rules"].read_text()
+    daemon = daemons(config)
+    wait_until(lambda: len(target.requests_since(daemon.started_at)) >= 3, WAIT, "first probes")
+    target.set_mode("error")  # the rollback does not heal: still critical after 1s
+    message = wait_for_message(slack, "api: rollback did not help, still critical")
+    check_slack_shape(message, "#8b0000")
+    assert "*Error*\nrollback finished at" in block_text(message), block_text(message)
+    assert "1s later api is still critical" in block_text(message), block_text(message)
     daemon.stop()
