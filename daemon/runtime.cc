@@ -8,8 +8,10 @@
 #include <cstring>
 #include <map>
 
-#include "daemon/notifier.h"
 #include "daemon/control_socket.h"
+#include "daemon/http_endpoints.h"
+#include "daemon/metrics.h"
+#include "daemon/notifier.h"
 #include "daemon/observer.h"
 #include "daemon/responder.h"
 #include "daemon/schedule.h"
@@ -38,11 +40,14 @@ class Daemon final : public ControlTarget {
   Daemon(const RuntimeOptions& options, EventLog& log) : options_(options), log_(log) {}
 
   ~Daemon() override {
+    http_.reset();  // its threads read metrics_ and status_board_
     StopProbes();
     control_.reset();
     responder_.reset();
     probe_context_.reset();
     if (sweep_ != nullptr) sd_event_source_unref(sweep_);
+    if (publish_ != nullptr) sd_event_source_unref(publish_);
+    if (publish_timer_ != nullptr) sd_event_source_unref(publish_timer_);
     for (sd_event_source* source : signal_sources_) sd_event_source_unref(source);
     if (event_ != nullptr) sd_event_unref(event_);
   }
@@ -70,6 +75,7 @@ class Daemon final : public ControlTarget {
     // responder and the first configuration are created, so they see everything.
     observers_.Add(std::make_shared<NotifierObserver>(event_, log_, clock_, LocalHostName()));
     observers_.Add(status_board_);
+    observers_.Add(metrics_);
     auto responder = Responder::Create(event_, probe_context_->curl(), config,
                                        options_.force_dry_run, log_, clock_, observers_);
     if (!responder) {
@@ -94,6 +100,7 @@ class Daemon final : public ControlTarget {
                                     &Daemon::OnSweep, this);
     if (rc < 0) return Fatal("cannot add the sweep timer", rc);
     sd_event_source_set_enabled(sweep_, SD_EVENT_ON);
+    if (!StartHttp()) return 1;
 
     log_.Info("rollguard " ROLLGUARD_VERSION " started: " + std::to_string(config_.probes.size()) +
                   " probes, " + std::to_string(rules_->size()) + " rules" +
@@ -146,6 +153,58 @@ class Daemon final : public ControlTarget {
     return 1;
   }
 
+  // Starts /metrics, /healthz and /api/v1/status on `[daemon] listen`, and the loop's
+  // publication of the status snapshot the HTTP threads read. False (logged) when the
+  // address is invalid or cannot be bound: like any exporter, rollguard refuses to run
+  // without the endpoint it was told to serve, so the unit fails visibly.
+  bool StartHttp() {
+    int rc = sd_event_add_post(event_, &publish_, &Daemon::OnPublish, this);
+    if (rc < 0) {
+      Fatal("cannot add the status publisher", rc);
+      return false;
+    }
+    auto address = ParseListenAddress(config_.daemon.listen);
+    if (!address) {
+      log_.Error("cannot start: " + config_.path + ": [daemon] listen: " + address.error().message);
+      return false;
+    }
+    if (!*address) {
+      log_.Info("HTTP endpoints disabled ([daemon] listen = off)");
+      return true;
+    }
+    auto http = HttpEndpoints::Start(**address, *metrics_, *status_board_);
+    if (!http) {
+      log_.Error("cannot start: [daemon] listen: " + http.error().message);
+      return false;
+    }
+    http_ = std::move(*http);
+    ListenAddress bound = **address;
+    bound.port = http_->port();
+    log_.Info("serving /metrics, /healthz, /api/v1/status on http://" + bound.ToString());
+    return true;
+  }
+
+  // After every loop iteration: publish the status document when it changed, at most
+  // every 100ms; a change inside the interval arms a timer so it is not left waiting.
+  static int OnPublish(sd_event_source* /*source*/, void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    const std::optional<TimePoint> again =
+        daemon->status_board_->MaybePublish(daemon->clock_.Now());
+    if (again && daemon->publish_timer_ == nullptr) {
+      const auto wait = std::max(Duration{1}, *again - daemon->clock_.Now());
+      sd_event_add_time_relative(daemon->event_, &daemon->publish_timer_, CLOCK_MONOTONIC,
+                                 ToMicros(wait), 0, &Daemon::OnPublishTimer, daemon);
+    }
+    return 0;
+  }
+
+  static int OnPublishTimer(sd_event_source* source, uint64_t /*usec*/, void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    sd_event_source_disable_unref(source);
+    daemon->publish_timer_ = nullptr;
+    return 0;  // the post source runs after this and publishes
+  }
+
   // Takes `config` as the running configuration: rules (with persisted or previous
   // grades restored) and probes (scheduled afresh).
   void Install(Config config) {
@@ -166,6 +225,8 @@ class Daemon final : public ControlTarget {
     }
     last_evaluated_.assign(rules_->size(), TimePoint{});
     observers_.OnConfigApplied(config_, clock_.Now());
+    // Breakers are reported every second; observers see them from the start too.
+    observers_.OnBreakers(responder_->Breakers(clock_.Now()), clock_.Now());
     const uint64_t now_us = MonotonicNowUs();
     for (const auto& probe_config : config_.probes) {
       auto slot = std::make_unique<ProbeSlot>();
@@ -233,6 +294,7 @@ class Daemon final : public ControlTarget {
     }
     daemon->responder_->Flush();
     daemon->observers_.OnBreakers(daemon->responder_->Breakers(now), now);
+    if (daemon->http_) daemon->http_->Heartbeat();
     if (daemon->status_dirty_) {
       daemon->status_dirty_ = false;
       sd_notify(0, ("STATUS=" + daemon->StatusLine()).c_str());
@@ -267,6 +329,11 @@ class Daemon final : public ControlTarget {
       return;
     }
     for (const std::string& warning : loaded.config->warnings) log_.Warning(warning);
+    if (loaded.config->daemon.listen != config_.daemon.listen) {
+      log_.Warning("[daemon] listen changed to " + loaded.config->daemon.listen +
+                   "; the HTTP endpoints stay on " + config_.daemon.listen + " until a restart");
+      loaded.config->daemon.listen = config_.daemon.listen;
+    }
     Install(std::move(*loaded.config));
     log_.Info("configuration reloaded: " + std::to_string(config_.probes.size()) + " probes, " +
               std::to_string(rules_->size()) + " rules");
@@ -294,11 +361,15 @@ class Daemon final : public ControlTarget {
   sd_event* event_ = nullptr;
   std::vector<sd_event_source*> signal_sources_;
   sd_event_source* sweep_ = nullptr;
+  sd_event_source* publish_ = nullptr;        // after each loop iteration: status snapshot
+  sd_event_source* publish_timer_ = nullptr;  // a change waiting for the 100ms interval
   std::unique_ptr<ProbeContext> probe_context_;
   // Declared before the responder, which holds a reference to it.
   ObserverList observers_;
   std::unique_ptr<Responder> responder_;
   std::shared_ptr<StatusBoard> status_board_ = std::make_shared<StatusBoard>();
+  std::shared_ptr<Metrics> metrics_ = std::make_shared<Metrics>();
+  std::unique_ptr<HttpEndpoints> http_;  // reads metrics_ and status_board_ from its threads
   std::unique_ptr<ControlSocket> control_;
   Config config_;
   std::shared_ptr<RuleSet> rules_;
