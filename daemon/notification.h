@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/time.h"
@@ -90,10 +91,6 @@ struct Notification {
   std::string error;  // kReloadFailed: the errors, kVerifyFailed: what was seen
 };
 
-}  // namespace rollguard
-
-namespace rollguard {
-
 // "12:31 UTC": how notifications show a time of day.
 std::string ClockTime(TimePoint time);
 
@@ -108,7 +105,8 @@ std::string NotificationTitle(const Notification& notification);
 std::vector<std::pair<std::string, std::string>> NotificationFacts(
     const Notification& notification);
 
-// One line per action note: "rollback_api: executed (admitted by breaker default)".
+// One line per action note: "rollback_api: running (admitted by breaker default)",
+// "rollback_api: suppressed_breaker (breaker open until ...)", "rollback_api: ok after 1.2s".
 std::string DescribeAction(const ActionNote& note);
 
 }  // namespace rollguard

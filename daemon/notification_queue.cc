@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 
 #include "probes/curl_multi.h"
@@ -240,7 +241,9 @@ void NotificationSender::Done(int curl_code) {
     if (status != 408 && status != 429 && status < 500) outcome = AttemptOutcome::kPermanent;
   }
   std::optional<Duration> retry_after;
-  if (!retry_after_.empty() && std::all_of(retry_after_.begin(), retry_after_.end(), ::isdigit) &&
+  if (!retry_after_.empty() &&
+      std::all_of(retry_after_.begin(), retry_after_.end(),
+                  [](unsigned char c) { return std::isdigit(c) != 0; }) &&
       retry_after_.size() < 6) {
     retry_after = std::chrono::seconds(std::atoi(retry_after_.c_str()));
   }
