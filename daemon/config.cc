@@ -17,10 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Section kinds the spec defines whose behaviour this version does not have yet: they
-// get a clear error instead of "unknown section", so nobody relies on a silent no-op.
-constexpr std::string_view kSectionKindsNotYetSupported[] = {"prometheus"};
-
 std::string Resolve(const std::string& directory, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
   return (fs::path(directory) / path).lexically_normal().string();
@@ -321,7 +317,16 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
   NameRegistry names;
   std::vector<RuleDefinition> rules;
   std::vector<ProbeDeclaration> probe_declarations;
-  const ProbeParseContext probe_context{config->directory};
+  ProbeParseContext probe_context{config->directory};
+  // [prometheus] sections first: a promql probe in any file may name one.
+  for (const IniDocument& document : documents) {
+    for (const IniSection& section : document.sections) {
+      if (section.kind != "prometheus" || !names.Claim("prometheus", section, errors)) continue;
+      if (auto server = ParsePrometheusSection(section, config->directory, errors)) {
+        probe_context.prometheus_servers.push_back(std::move(*server));
+      }
+    }
+  }
   for (size_t d = 0; d < documents.size(); ++d) {
     const bool is_main = has_main && d == 0;
     for (const IniSection& section : documents[d].sections) {
@@ -333,6 +338,7 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
         }
         continue;  // parsed before includes were expanded
       }
+      if (kind == "prometheus") continue;  // parsed above
       if (kind == "breaker") {
         if (names.Claim("breaker", section, errors)) ParseBreakerSection(section, config, errors);
         continue;
@@ -368,15 +374,11 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
         if (ParseNotifierSection(section, config->directory, &notifier, errors)) {
           config->notifiers.push_back(std::move(notifier));
         }
-      } else if (std::find(std::begin(kSectionKindsNotYetSupported),
-                           std::end(kSectionKindsNotYetSupported),
-                           kind) != std::end(kSectionKindsNotYetSupported)) {
-        errors->push_back(section.where.ToString() + ": [" + section.header + "]: section kind \"" +
-                          kind + "\" is not supported by this version");
       } else {
         errors->push_back(section.where.ToString() + ": [" + section.header +
                           "]: unknown section kind \"" + kind +
-                          "\" (expected daemon, breaker, probe, rule, action or notifier)");
+                          "\" (expected daemon, breaker, prometheus, "
+                          "probe, rule, action or notifier)");
       }
     }
   }

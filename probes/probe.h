@@ -16,11 +16,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/ini.h"
 #include "common/probe_result.h"
 #include "common/result.h"
 #include "common/time.h"
+#include "probes/prometheus_server.h"
 
 typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
 
@@ -83,9 +85,11 @@ class ProbeConfig {
 };
 
 // Context for parsing: relative paths (ca_file, *_file secrets) resolve against
-// `base_directory` (the folder of the main config).
+// `base_directory` (the folder of the main config). `prometheus_servers` are the
+// configured [prometheus] sections, which promql probes name with `server`.
 struct ProbeParseContext {
   std::string base_directory;
+  std::vector<PrometheusServer> prometheus_servers = {};
 };
 
 // Parses a [probe NAME] section: common keys plus the type's own. Unknown keys, missing

@@ -11,6 +11,7 @@
 #include "probes/postgres_probe.h"
 #include "probes/probe.h"
 #include "probes/probe_keys.h"
+#include "probes/promql_probe.h"
 #include "probes/redis_probe.h"
 #include "probes/tcp_probe.h"
 
@@ -30,6 +31,7 @@ constexpr TypeParserEntry kTypeParsers[] = {
     {"postgres", &ParsePostgresProbe},
     {"redis", &ParseRedisProbe},
     {"exec", &ParseExecProbe},
+    {"promql", &ParsePromqlProbe},
 };
 
 TypeParser FindParser(std::string_view type) {

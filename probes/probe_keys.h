@@ -36,6 +36,7 @@ class ProbeKeys {
   // "[probe api]".
   std::string Title() const;
   const IniSection& section() const { return section_; }
+  const ProbeParseContext& context() const { return context_; }
 
   // The entry of a key that may appear at most once (a repeat is an error); nullptr when
   // absent. The pointer stays valid as long as the section.
