@@ -268,10 +268,17 @@ class RedisProbe final : public Probe {
     const std::string& secret = probe->options_->password;
     if (reply->type == REDIS_REPLY_ERROR) {
       switch (stage) {
-        case Stage::kAuth:
-          probe->outcome_ =
-              probe->Error("authentication (AUTH) failed: " + Scrub(std::string(text), secret));
+        case Stage::kAuth: {
+          // The first reply also carries refusals that have nothing to do with the
+          // password ("ERR max number of clients reached"): only name authentication when
+          // the server does.
+          const bool about_password =
+              StartsWith(text, "WRONGPASS") || text.find("password") != std::string_view::npos;
+          probe->outcome_ = probe->Error(
+              std::string(about_password ? "authentication (AUTH) failed: " : "AUTH failed: ") +
+              Scrub(std::string(text), secret));
           return;
+        }
         case Stage::kSelect:
           probe->outcome_ = probe->Error("SELECT " + std::to_string(probe->options_->db) +
                                          " failed: " + Scrub(std::string(text), secret));
