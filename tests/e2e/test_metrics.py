@@ -418,3 +418,20 @@ def test_a_listen_value_that_is_not_an_address_is_named(make_config, daemons, ta
     assert code == 1
     log = daemon.log()
     assert "[daemon] listen" in log and "localhost:9847" in log and "expected" in log
+
+
+def test_credentials_in_a_probe_url_appear_in_no_endpoint(make_config, daemons, target):
+    rules = API_RULES.replace("{url}", f"http://watcher:hunter2@{LOOPBACK}:{target.port}/health")
+    config = make_config(MAIN, {"api.rules": rules}, listen="127.0.0.1:0")
+    daemon = daemons(config)
+    port = bound_port(daemon)
+    wait_metric(port, 'rollguard_probe_success{probe="api",type="http"}', lambda v: v == 1,
+                "== 1 (the probe authenticated and reported)")
+    target.set_mode("down")
+    wait_metric(port, 'rollguard_probe_success{probe="api",type="http"}', lambda v: v == 0,
+                "== 0 (the probe's error text is now shown)")
+    for path in ("/metrics", "/api/v1/status"):
+        status, _, body = get(port, path)
+        assert status == 200
+        assert "hunter2" not in body, f"{path} shows the probe's password"
+    assert "hunter2" not in daemon.log()
