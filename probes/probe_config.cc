@@ -13,6 +13,7 @@
 #include "probes/probe_keys.h"
 #include "probes/promql_probe.h"
 #include "probes/redis_probe.h"
+#include "probes/systemd_probe.h"
 #include "probes/tcp_probe.h"
 
 namespace rollguard {
@@ -32,6 +33,7 @@ constexpr TypeParserEntry kTypeParsers[] = {
     {"redis", &ParseRedisProbe},
     {"exec", &ParseExecProbe},
     {"promql", &ParsePromqlProbe},
+    {"systemd", &ParseSystemdProbe},
 };
 
 TypeParser FindParser(std::string_view type) {
