@@ -47,8 +47,8 @@ class Metrics final : public RuntimeObserver {
   void OnActionFinished(const JournalRecord& record) override;
   void OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint now) override;
 
-  // One notification attempt by notifier `notifier` ("slack"), `result` e.g. "ok",
-  // "failed", "dropped". Any thread.
+  // One final delivery result of notifier `notifier` ("slack"): "sent", "failed" or
+  // "dropped" (the notifiers' names). Any thread.
   void CountNotification(std::string_view notifier, std::string_view result);
 
   // The Prometheus text exposition format 0.0.4 of every metric. Any thread.
