@@ -649,7 +649,7 @@ def example_test_files():
 
 def test_rule_examples_have_tests():
     folders = {path.parent.name for path in example_test_files()}
-    assert {"api_health", "dependencies", "feature_flag"} <= folders, folders
+    assert {"api_health", "dependencies", "feature_flag", "promql_slo"} <= folders, folders
 
 
 @pytest.mark.parametrize("test_file", example_test_files(), ids=lambda p: p.parent.name + "/" + p.name)
@@ -660,3 +660,52 @@ def test_example_rule_tests_pass(test_file):
     passed = int(re.match(r"(\d+) passed, 0 failed$", closing_line(result)).group(1))
     sections = len(re.findall(r"^\[test ", test_file.read_text(), flags=re.M))
     assert passed == sections, f"{passed} passed, but {test_file} has {sections} tests"
+
+
+# --------------------------------------------------------------------------------------
+# PromQL probes: the spec's example as written there
+
+
+def test_spec_example_with_promql_passes(tmp_path):
+    write(tmp_path, "rollguard.conf", """
+        [daemon]
+        include = rules.d/*.rules
+
+        [prometheus]
+        url = http://127.0.0.1:9
+    """)
+    write(tmp_path, "rules.d/api.rules", API_PROBE + """
+        [probe api_errors]
+        type     = promql
+        query    = sum(rate(http_requests_total{job="api",code=~"5.."}[5m])) / sum(rate(http_requests_total{job="api"}[5m]))
+        interval = 10s
+        timeout  = 5s
+
+        [rule api]
+        failure     = not api for 30s
+        critical    = api_errors > 10% for 5m
+        warning     = api_errors > 5% or api.latency > 3s
+        good        = api_errors > 1% or api.latency > 200ms
+        recover     = 2m
+        on_critical = rollback_api
+        on_failure  = rollback_api
+
+        [action rollback_api]
+        type     = exec
+        command  = /bin/false
+        cooldown = 10m
+    """)
+    tests = write(tmp_path, "tests/api_test.ini", """
+        [test api_rolls_back_once]
+        rules  = ../rules.d/api.rules   ; relative to this file; repeatable
+        config = ../rollguard.conf      ; its [prometheus] server serves the promql probe
+        at 0s   = api.up=1 api.latency=50ms api_errors=0.2%
+        at 30s  = api_errors=20%
+        at 40m  = api=silent
+        grade 10s   = api:excellent
+        grade 5m20s = api:warning
+        grade 5m40s = api:critical
+        actions 6m  = rollback_api:executed
+
+    """)
+    assert_passes(rule_test(tests))
