@@ -73,7 +73,12 @@ class Daemon final : public ControlTarget {
     probe_context_ = std::make_unique<ProbeContext>(event_);
     // Observers (metrics, status, notifiers) are added to observers_ here, before the
     // responder and the first configuration are created, so they see everything.
-    observers_.Add(std::make_shared<NotifierObserver>(event_, log_, clock_, LocalHostName()));
+    auto notifier = std::make_shared<NotifierObserver>(event_, log_, clock_, LocalHostName());
+    notifier->SetResultHook(
+        [metrics = metrics_](const std::string& name, const std::string& result) {
+          metrics->CountNotification(name, result);  // rollguard_notifications_total
+        });
+    observers_.Add(notifier);
     observers_.Add(status_board_);
     observers_.Add(metrics_);
     auto responder = Responder::Create(event_, probe_context_->curl(), config,

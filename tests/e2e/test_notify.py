@@ -332,8 +332,10 @@ def test_webhook_sends_alertmanager_version_4(make_config, target, rollback, dae
     min_grade    = critical
     external_url = http://rollguard.example:9847
 """
-    config = make_config(MAIN.replace("{notifiers}", notifiers), {"api.rules": RULES},
-                         notify_line="notify = pager")
+    metrics_port = free_port()
+    config = make_config(MAIN.replace("{notifiers}", notifiers).replace(
+        "listen    = off", f"listen    = {LOOPBACK}:{metrics_port}"), {"api.rules": RULES},
+        notify_line="notify = pager")
     rollback.heals(True)
     daemon = daemons(config)
     wait_until(lambda: len(target.requests_since(daemon.started_at)) >= 3, WAIT, "first probes")
@@ -375,6 +377,16 @@ def test_webhook_sends_alertmanager_version_4(make_config, target, rollback, dae
                "the action and breaker alerts")
     action = [b for b in hook.bodies() if b["groupLabels"].get("alertname") == "RollguardAction"][0]
     assert action["alerts"][0]["labels"]["result"] == "ok", action
+
+    # Every delivery is counted in rollguard_notifications_total{notifier,result}.
+    def sent_count():
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith('rollguard_notifications_total{notifier="pager",result="sent"}'):
+                    return float(line.split()[-1])
+        return 0
+    wait_until(lambda: sent_count() >= len(hook.bodies()), WAIT,
+               f"rollguard_notifications_total to count {len(hook.bodies())} sent")
     daemon.stop()
 
 
