@@ -421,6 +421,19 @@ def test_dependency_suppresses_actions(tmp_path):
     assert_passes(rule_test(tests), count=2)
 
 
+def test_armed_action_without_a_deploy_is_suppressed_unarmed(tmp_path):
+    # A test records no deploy, so an action with `arm` is never inside a deploy window.
+    rules = action_rules().replace("cooldown = 0s", "cooldown = 0s\narm = 30m")
+    write(tmp_path, "arm.rules", rules)
+    tests = write(tmp_path, "arm_test.ini", """
+        [test unarmed]
+        rules = arm.rules
+        at 0s = api.status=503
+        actions 10s = rollback:suppressed_unarmed
+    """)
+    assert_passes(rule_test(tests))
+
+
 # --------------------------------------------------------------------------------------
 # Values
 
