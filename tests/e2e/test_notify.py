@@ -435,8 +435,9 @@ def test_alertmanager_shows_the_alert_firing_then_resolved(make_config, target, 
                                                            daemons, alertmanager):
     notifiers = f"""
     [notifier am]
-    type = alertmanager
-    url  = {alertmanager}
+    type   = alertmanager
+    url    = {alertmanager}
+    resend = 1s
 """
     config = make_config(MAIN.replace("{notifiers}", notifiers), {"api.rules": RULES},
                          notify_line="notify = am")
@@ -454,6 +455,10 @@ def test_alertmanager_shows_the_alert_firing_then_resolved(make_config, target, 
     assert alert["labels"]["team"] == "payments"
     assert alert["annotations"]["summary"] == "API answers 503"
     assert alert["endsAt"] > alert["startsAt"], "a firing alert must end in the future"
+    # While it fires it is re-sent every `resend`, each time ending 4 x resend later.
+    first_end = alert["endsAt"]
+    wait_until(lambda: firing() and firing()[0]["endsAt"] > first_end, WAIT,
+               f"the alert to be re-sent with a later endsAt than {first_end}")
 
     # The rollback does not heal here; the test heals the target: resolved at once.
     target.set_mode("healthy")
