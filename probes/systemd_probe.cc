@@ -107,7 +107,12 @@ class SystemdProbe final : public Probe {
     sd_bus_message_unref(message);
     if (r < 0) {
       call_ = nullptr;
-      Fail("cannot reach the system bus at " + SystemBusAddress() + ": " + std::strerror(-r));
+      drop_bus_ = true;  // e.g. the connection broke since the last run: reopen next time
+      // Deferred: Ask() runs inside Start(), which must never report synchronously.
+      std::string error =
+          "cannot reach the system bus at " + SystemBusAddress() + ": " + std::strerror(-r);
+      deferred_.Schedule(event_,
+                         [this, error = std::move(error)]() mutable { Fail(std::move(error)); });
     }
   }
 
