@@ -310,7 +310,13 @@ class Simulation {
                          " probe " + assignment.probe + ", got \"" + field + "\" in \"" +
                          assignment.word + "\""};
       }
-      if (state || assignment.quoted) {
+      const bool absent = !assignment.quoted && assignment.value == "absent";
+      if (absent && (field == "up" || field == "latency")) {
+        return Malformed{prefix + "expected a field other than up and latency to be absent " +
+                         "(every result has them; use " + assignment.probe + "=down or " +
+                         assignment.probe + "=silent), got \"" + assignment.word + "\""};
+      }
+      if (state || absent || assignment.quoted) {
         if (assignment.quoted && (field == "up" || field == "latency")) {
           return Malformed{prefix + "expected a number for " + field + ", got a string in \"" +
                            assignment.word + "\""};
@@ -351,6 +357,10 @@ class Simulation {
       probe.silent = false;
       probe.down = false;
       const std::string field = assignment.field.empty() ? probe.primary_field : assignment.field;
+      if (!assignment.quoted && assignment.value == "absent") {
+        probe.fields.erase(field);  // e.g. an empty PromQL vector: no value, no min, ...
+        continue;
+      }
       const FieldValue value =
           assignment.quoted ? FieldValue{assignment.value} : *ParseLiteral(assignment.value);
       if (field == "up") {

@@ -21,8 +21,10 @@
 // line has named it. `at` values are rule literals: numbers, durations (as seconds),
 // percents, true/false, "double quoted" strings (\" and \\ escape); an unquoted word that
 // is not a number is taken as a string (svc.state=active). `PROBE=VALUE` sets the probe
-// type's primary field. `grade T` asserts each named rule's grade after everything at T
-// happened; `actions T` asserts the complete ordered list of decisions up to T ("" = none).
+// type's primary field; `PROBE.FIELD=absent` makes later results lack that field (as an
+// empty PromQL vector lacks `value`). `grade T` asserts each named rule's grade after
+// everything at T happened; `actions T` asserts the complete ordered list of decisions up
+// to T ("" = none).
 //
 // Outcomes: a test passes or fails (exit 1: prints expected vs actual and a timeline of
 // inputs, grade changes and action decisions). A test file that cannot be read, or a test

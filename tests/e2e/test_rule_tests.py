@@ -722,3 +722,45 @@ def test_spec_example_with_promql_passes(tmp_path):
 
     """)
     assert_passes(rule_test(tests))
+
+
+def test_absent_field_is_unknown_never_fine(tmp_path):
+    # An empty PromQL vector has no value: the rule neither improves on it nor acts on it.
+    write(tmp_path, "rollguard.conf", "[prometheus]\nurl = http://127.0.0.1:9\n")
+    write(tmp_path, "errors.rules", """
+        [probe errors]
+        type     = promql
+        query    = sum(rate(http_requests_total{code=~"5.."}[5m]))
+        interval = 10s
+        timeout  = 5s
+
+        [rule errors]
+        critical = errors > 10%
+        good     = absent(errors)
+    """)
+    tests = write(tmp_path, "errors_test.ini", """
+        [test empty_vector_holds_the_grade]
+        rules  = errors.rules
+        config = rollguard.conf
+        at 0s  = errors=20%
+        at 1m  = errors.value=absent errors.count=0
+        grade 59s = errors:critical
+        grade 10m = errors:critical
+        at 11m = errors=1% errors.count=1
+        grade 11m = errors:excellent
+
+        [test absent_from_the_start]
+        rules  = errors.rules
+        config = rollguard.conf
+        at 0s  = errors=absent errors.count=0
+        grade 0s = errors:good
+    """)
+    assert_passes(rule_test(tests), count=2)
+    write(tmp_path, "bad_test.ini", """
+        [test latency_cannot_be_absent]
+        rules  = errors.rules
+        config = rollguard.conf
+        at 0s  = errors.latency=absent
+        grade 0s = errors:excellent
+    """)
+    assert_malformed(rule_test(tmp_path / "bad_test.ini"), "bad_test.ini", 4, "absent")
