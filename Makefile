@@ -29,9 +29,9 @@ build-asan: deps $(ASAN_DIR)/Makefile
 demo: build
 	examples/quickstart/run-demo $(BUILD_DIR)/daemon/rollguard
 
-# The whole suite, twice: an optimised build, and under AddressSanitizer + UBSan; then the
-# rule parser under libFuzzer for FUZZ_SECONDS.
-test: test-release test-asan fuzz
+# The whole suite: the rule parser under libFuzzer for FUZZ_SECONDS, then every test twice,
+# in an optimised build and under AddressSanitizer + UBSan (ctest's summary comes last).
+test: fuzz test-release test-asan
 
 test-release: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
