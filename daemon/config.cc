@@ -37,9 +37,8 @@ class NameRegistry {
   bool Claim(const std::string& kind, const IniSection& section, std::vector<std::string>* errors) {
     auto [it, inserted] = seen_[kind].emplace(section.name, section.where);
     if (!inserted) {
-      errors->push_back(section.where.ToString() + ": [" + section.header + "]: " + kind +
-                        " \"" + section.name + "\" is already defined at " +
-                        it->second.ToString());
+      errors->push_back(section.where.ToString() + ": [" + section.header + "]: " + kind + " \"" +
+                        section.name + "\" is already defined at " + it->second.ToString());
     }
     return inserted;
   }
@@ -76,7 +75,8 @@ void ParseBreakerSection(const IniSection& section, Config* config,
     reader.Error("breaker names are lowercase: [a-z][a-z0-9_]*");
   }
   if (section.name == "default") {
-    reader.Error("\"default\" is reserved for the unnamed [breaker]; use [breaker] or another name");
+    reader.Error(
+        "\"default\" is reserved for the unnamed [breaker]; use [breaker] or another name");
   }
   BreakerConfig breaker;
   breaker.name = section.name;
@@ -404,8 +404,8 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
                                      [&](const NotifierConfig& n) { return n.name == name; });
       if (!known) {
         errors->push_back(rule.where.ToString() + ": [rule " + rule.name +
-                          "] notify: unknown notifier \"" + name +
-                          "\" (define it in a [notifier " + name + "] section)");
+                          "] notify: unknown notifier \"" + name + "\" (define it in a [notifier " +
+                          name + "] section)");
       }
     }
   }
