@@ -105,6 +105,8 @@ class Daemon final : public ControlTarget {
                                     &Daemon::OnSweep, this);
     if (rc < 0) return Fatal("cannot add the sweep timer", rc);
     sd_event_source_set_enabled(sweep_, SD_EVENT_ON);
+    // The first request must already see the whole document, never the empty placeholder.
+    status_board_->MaybePublish(clock_.Now());
     if (!StartHttp()) return 1;
 
     log_.Info("rollguard " ROLLGUARD_VERSION " started: " + std::to_string(config_.probes.size()) +
