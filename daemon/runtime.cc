@@ -278,11 +278,11 @@ class Daemon final : public ControlTarget {
     if (!result.up) {
       log_.Debug("probe " + name + " down: " + result.error, {{"ROLLGUARD_PROBE", name}});
     }
-    // Copy: Record's vector lives in the RuleSet, which Evaluate does not touch, but a
-    // reload triggered from a callback must not pull it away mid-loop either.
     observers_.OnProbeResult(slot.config->spec(), result, now);
-    const std::vector<size_t> readers = rules_->Record(name, now, result);
-    for (size_t index : readers) Evaluate(index, now);
+    // Record's list lives in the RuleSet and Evaluate never changes it; holding the
+    // RuleSet keeps the list valid without copying it on every result.
+    const std::shared_ptr<RuleSet> rules = rules_;
+    for (size_t index : rules->Record(name, now, result)) Evaluate(index, now);
   }
 
   void Evaluate(size_t index, TimePoint now) {
