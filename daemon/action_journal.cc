@@ -141,6 +141,9 @@ std::string FormatJournalLine(const JournalRecord& record) {
   line["incident"] = record.incident;
   line["reason"] = record.reason;
   line["breaker"] = record.breaker;
+  if (!record.why.empty()) line["why"] = record.why;
+  if (!record.fleet_incident.empty()) line["fleet_incident"] = record.fleet_incident;
+  if (!record.fleet_holder.empty()) line["fleet_holder"] = record.fleet_holder;
   if (record.open_until) line["open_until"] = FormatIso8601(*record.open_until);
   if (record.phase == JournalPhase::kFinished) {
     line["result"] = record.result;
@@ -180,6 +183,9 @@ Result<JournalRecord> ParseJournalLine(std::string_view text) {
   record.incident = OptionalString(line, "incident", &error);
   record.reason = OptionalString(line, "reason", &error);
   record.breaker = OptionalString(line, "breaker", &error);
+  record.why = OptionalString(line, "why", &error);
+  record.fleet_incident = OptionalString(line, "fleet_incident", &error);
+  record.fleet_holder = OptionalString(line, "fleet_holder", &error);
   const std::string open_until = OptionalString(line, "open_until", &error);
   if (!open_until.empty()) {
     record.open_until = ParseIso8601(open_until);

@@ -51,6 +51,11 @@ struct JournalRecord {
   std::string reason;                   // one human sentence
   std::string breaker;                  // the breaker consulted ("default" = the unnamed one)
   std::optional<TimePoint> open_until;  // suppressed_breaker: when it may admit again
+  std::string why;  // why it was decided so: "breaker open until ...", "claimed by vm-3 (ok)"
+  // Fleet actions (docs/fleet.md): the incident as the fleet names it, and the daemon
+  // that holds its claim (this one when executed here).
+  std::string fleet_incident;
+  std::string fleet_holder;
 
   // Phase kFinished only.
   std::string result;                      // ok | failed | timeout

@@ -55,7 +55,9 @@ std::vector<std::string> ActionsToConsider(const RuleDefinition& rule, const Rul
 
 void ActionPlanner::Configure(const std::vector<BreakerConfig>& breakers) {
   std::map<std::string, Breaker, std::less<>> configured;
+  fleet_breakers_.clear();
   for (const BreakerConfig& config : breakers) {
+    if (config.fleet) fleet_breakers_.insert(config.name);
     auto existing = breakers_.find(config.name);
     Breaker breaker(config.policy);
     if (existing != breakers_.end()) {
@@ -108,12 +110,26 @@ PlannedAction ActionPlanner::Decide(const ActionConfig& action, const ActionCont
     plan.why = "action cooldown until " + FormatIso8601(*ready);
     return plan;
   }
-  Breaker& breaker = BreakerFor(action.breaker);
   const bool dry_run = context.dry_run || action.dry_run;
+  if (!dry_run && fleet_breakers_.count(action.breaker) > 0) {
+    // Only the fleet's Redis can say whether this one is admitted (and claimed).
+    plan.fleet_pending = true;
+    plan.why = "asking fleet " + BreakerLabel(action.breaker);
+    return plan;
+  }
+  PlannedAction admitted = AdmitLocally(action, context.now, dry_run);
+  admitted.armed_until = plan.armed_until;
+  return admitted;
+}
+
+PlannedAction ActionPlanner::AdmitLocally(const ActionConfig& action, TimePoint now, bool dry_run) {
+  PlannedAction plan;
+  plan.breaker = action.breaker;
+  Breaker& breaker = BreakerFor(action.breaker);
   // A dry run asks a copy, so shadow mode consumes no budget of the real breaker.
   Breaker probe_copy = breaker;
   Breaker& consulted = dry_run ? probe_copy : breaker;
-  const Breaker::Decision admission = consulted.TryAdmit(context.now);
+  const Breaker::Decision admission = consulted.TryAdmit(now);
   if (!admission.admitted) {
     plan.decision = ActionDecision::kSuppressedBreaker;
     plan.open_until = admission.open_until;
@@ -126,9 +142,50 @@ PlannedAction ActionPlanner::Decide(const ActionConfig& action, const ActionCont
     plan.why = "dry run: would have run";
     return plan;
   }
-  cooldowns_.Record(action.name, context.now);
+  cooldowns_.Record(action.name, now);
   plan.decision = ActionDecision::kExecuted;
   plan.why = "admitted by " + BreakerLabel(action.breaker);
+  return plan;
+}
+
+PlannedAction ActionPlanner::CompleteFleet(const ActionConfig& action, TimePoint now,
+                                           const FleetVerdict& verdict, bool fail_open) {
+  PlannedAction plan;
+  plan.breaker = action.breaker;
+  const std::string label = "fleet " + BreakerLabel(action.breaker);
+  switch (verdict.kind) {
+    case FleetVerdict::Kind::kAdmitted:
+      // Mirrored locally: status between refreshes, and fail_open, see what Redis saw.
+      ReplayExecuted(action.name, action.breaker, now);
+      plan.decision = ActionDecision::kExecuted;
+      plan.why = "admitted by " + label + " (" + std::to_string(verdict.admitted_in_window) +
+                 " in its window)";
+      return plan;
+    case FleetVerdict::Kind::kBreakerOpen:
+      plan.decision = ActionDecision::kSuppressedBreaker;
+      plan.open_until = verdict.open_until;
+      plan.why = label + " open until " +
+                 (verdict.open_until ? FormatIso8601(*verdict.open_until) : "reset");
+      return plan;
+    case FleetVerdict::Kind::kClaimed: {
+      plan.decision = ActionDecision::kSuppressedFleet;
+      std::string state = verdict.holder_result.empty() ? "unknown" : verdict.holder_result;
+      if (state == "running" && verdict.lease_until && *verdict.lease_until < verdict.now) {
+        state = "lease lost: it stopped renewing at " + FormatIso8601(*verdict.lease_until);
+      }
+      plan.why = "claimed by " + verdict.holder + " (" + state + ")";
+      return plan;
+    }
+    case FleetVerdict::Kind::kUnreachable:
+      break;
+  }
+  if (fail_open) {
+    PlannedAction local = AdmitLocally(action, now, false);
+    local.why = label + " unreachable (" + verdict.error + "); fail_open: " + local.why;
+    return local;
+  }
+  plan.decision = ActionDecision::kSuppressedFleet;
+  plan.why = label + " unreachable (" + verdict.error + "); fail closed";
   return plan;
 }
 

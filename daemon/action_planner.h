@@ -7,6 +7,10 @@
 //   `arm = D` and no deploy of the rule's service within D before now
 //                               -> suppressed_unarmed
 //   the action's own cooldown   -> suppressed_cooldown
+//   a fleet breaker (not dry)   -> fleet_pending: the fleet's Redis decides; the caller
+//                                  sends the admission and passes the verdict to
+//                                  CompleteFleet() (executed, suppressed_breaker,
+//                                  suppressed_fleet; see daemon/fleet_breaker.h)
 //   the action's breaker        -> suppressed_breaker (with the time it opens again)
 //   dry run (global or action)  -> dry_run: decided and journaled, never executed; it
 //                                  consumes neither the cooldown nor the breaker
@@ -17,6 +21,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +29,7 @@
 #include "common/time.h"
 #include "daemon/breaker.h"
 #include "daemon/config.h"
+#include "daemon/fleet_breaker.h"
 #include "rules/grade.h"
 #include "rules/rule_set.h"
 
@@ -63,6 +69,8 @@ struct PlannedAction {
   std::optional<TimePoint> cooldown_until;  // for suppressed_cooldown
   std::optional<TimePoint> armed_until;     // actions with `arm`: end of the deploy window
   std::string why;  // one human sentence: "breaker open until 12:31", "held by db", ...
+  // Not decided yet: the action's breaker is a fleet breaker, whose Redis decides.
+  bool fleet_pending = false;
 };
 
 // The action names an evaluation asks to consider: those of a grade the rule has just
@@ -79,6 +87,16 @@ class ActionPlanner {
 
   // Decides and, for kExecuted, records the admission and starts the cooldown.
   PlannedAction Decide(const ActionConfig& action, const ActionContext& context);
+
+  // The decision for a fleet_pending plan, from its fleet breaker's verdict. Admitted:
+  // cooldown started and the admission mirrored in the local copy of the breaker.
+  // Unreachable: suppressed_fleet (fail closed), or with `fail_open` the local copy decides.
+  PlannedAction CompleteFleet(const ActionConfig& action, TimePoint now,
+                              const FleetVerdict& verdict, bool fail_open);
+
+  // The local breaker's decision (the last step of Decide()): `rollguard test` uses it
+  // for fleet breakers too, simulating one daemon.
+  PlannedAction AdmitLocally(const ActionConfig& action, TimePoint now, bool dry_run);
 
   // Replays an execution that was journaled (after a crash): admission + cooldown.
   void ReplayExecuted(std::string_view action, std::string_view breaker, TimePoint at);
@@ -101,6 +119,7 @@ class ActionPlanner {
   Breaker& BreakerFor(std::string_view name);
 
   std::map<std::string, Breaker, std::less<>> breakers_;
+  std::set<std::string, std::less<>> fleet_breakers_;
   ActionCooldowns cooldowns_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <glob.h>
 #include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -11,6 +12,7 @@
 
 #include "common/section_reader.h"
 #include "common/strings.h"
+#include "probes/tcp_probe.h"
 
 namespace rollguard {
 namespace {
@@ -64,11 +66,54 @@ void ParseDaemonSection(const IniSection& section, const std::string& directory,
   daemon->state_dir = Resolve(directory, reader.String("state_dir", daemon->state_dir));
   daemon->socket = Resolve(directory, reader.String("socket", daemon->socket));
   daemon->dry_run = reader.Bool("dry_run", daemon->dry_run);
+  if (const auto name = reader.Single("name")) {
+    daemon->name = name->value;
+    if (daemon->name.empty() || daemon->name.find_first_of(" \t|:") != std::string::npos) {
+      reader.ErrorAt(*name,
+                     "expected a name without spaces, '|' or ':', got \"" + name->value + "\"");
+    }
+  }
   if (daemon->state_dir.empty()) reader.Error("state_dir must not be empty");
   reader.Finish();
 }
 
-void ParseBreakerSection(const IniSection& section, Config* config,
+// The keys of a fleet breaker (docs/fleet.md).
+FleetSettings ParseFleetSettings(SectionReader& reader, const std::string& directory) {
+  FleetSettings fleet;
+  if (const auto redis = reader.Required("redis")) {
+    fleet.redis = redis->value;
+    if (auto address = ParseTcpAddress(redis->value)) {
+      fleet.target.host = address->host;
+      fleet.target.port = address->port;
+    } else {
+      reader.ErrorAt(*redis,
+                     "expected host:port or [ipv6]:port with a port from 1 to 65535, got \"" +
+                         redis->value + "\"");
+    }
+  }
+  if (const auto password = reader.Single("password_file")) {
+    const std::string path = Resolve(directory, password->value);
+    std::string contents;
+    std::string error;
+    if (!ReadWholeFile(path, &contents, &error)) {
+      reader.ErrorAt(*password, "expected a readable file, got \"" + path + "\" (" + error + ")");
+    } else if (Trim(contents).empty()) {
+      reader.ErrorAt(*password, "expected a password in \"" + path + "\", got an empty file");
+    } else {
+      fleet.target.password = std::string(Trim(contents));
+    }
+  }
+  fleet.target.db = static_cast<int>(reader.Integer("db", 0, 0, 1 << 20));
+  fleet.key_prefix = reader.String("key_prefix", fleet.key_prefix);
+  fleet.fail_open = reader.Bool("fail_open", false);
+  fleet.target.timeout = reader.DurationValue("timeout", std::chrono::seconds(2));
+  if (fleet.target.timeout.count() <= 0) reader.Error("timeout must be longer than 0s");
+  fleet.lease = reader.DurationValue("lease", fleet.lease);
+  if (fleet.lease < std::chrono::seconds(1)) reader.Error("lease must be at least 1s");
+  return fleet;
+}
+
+void ParseBreakerSection(const IniSection& section, const std::string& directory, Config* config,
                          std::vector<std::string>* errors) {
   SectionReader reader(section, errors);
   if (!section.name.empty() && !IsValidName(section.name)) {
@@ -86,6 +131,18 @@ void ParseBreakerSection(const IniSection& section, Config* config,
   breaker.policy.window = reader.DurationValue("window", breaker.policy.window);
   breaker.policy.cooldown = reader.DurationValue("cooldown", breaker.policy.cooldown);
   if (breaker.policy.window.count() <= 0) reader.Error("window must be longer than 0s");
+  const auto scope = reader.Single("scope");
+  if (scope && scope->value != "local" && scope->value != "fleet") {
+    reader.ErrorAt(*scope, "expected local or fleet, got \"" + scope->value + "\"");
+  }
+  if (scope && scope->value == "fleet") {
+    breaker.fleet = ParseFleetSettings(reader, directory);
+  } else {
+    for (const char* key :
+         {"redis", "password_file", "db", "key_prefix", "fail_open", "timeout", "lease"}) {
+      if (const auto entry = reader.Single(key)) reader.ErrorAt(*entry, "only with scope = fleet");
+    }
+  }
   reader.Finish();
   auto existing = std::find_if(config->breakers.begin(), config->breakers.end(),
                                [&](const BreakerConfig& b) { return b.name == breaker.name; });
@@ -271,6 +328,12 @@ void ParseActionSection(const IniSection& section, Config* config,
   action.timeout = reader.DurationValue("timeout", action.timeout);
   action.cooldown = reader.DurationValue("cooldown", action.cooldown);
   action.breaker = reader.String("breaker");
+  if (const auto scope = reader.Single("scope")) {
+    if (scope->value != "local" && scope->value != "fleet") {
+      reader.ErrorAt(*scope, "expected local or fleet, got \"" + scope->value + "\"");
+    }
+    action.fleet = scope->value == "fleet";
+  }
   action.dry_run = reader.Bool("dry_run", false);
   if (action.timeout.count() <= 0) reader.Error("timeout must be longer than 0s");
   if (const auto arm = reader.Single("arm")) {
@@ -340,7 +403,9 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
       }
       if (kind == "prometheus") continue;  // parsed above
       if (kind == "breaker") {
-        if (names.Claim("breaker", section, errors)) ParseBreakerSection(section, config, errors);
+        if (names.Claim("breaker", section, errors)) {
+          ParseBreakerSection(section, config->directory, config, errors);
+        }
         continue;
       }
       if (kind == "probe" || kind == "rule" || kind == "action" || kind == "notifier") {
@@ -410,9 +475,16 @@ void LoadSections(const std::vector<IniDocument>& documents, bool has_main, Conf
     }
   }
   for (const ActionConfig& action : config->actions) {
-    if (config->FindBreaker(action.breaker) == nullptr) {
+    const BreakerConfig* breaker = config->FindBreaker(action.breaker);
+    if (breaker == nullptr) {
       errors->push_back(action.where.ToString() + ": [action " + action.name +
                         "] breaker: unknown breaker \"" + action.breaker + "\"");
+    } else if (action.fleet && !breaker->fleet) {
+      // The claim lives in the fleet breaker's Redis: that is where the fleet meets.
+      errors->push_back(action.where.ToString() + ": [action " + action.name +
+                        "] scope: fleet needs a breaker with scope = fleet (it names the Redis "
+                        "where daemons claim the incident); breaker \"" +
+                        (action.breaker.empty() ? "default" : action.breaker) + "\" is local");
     }
     if (!action.escalate.empty() && config->FindAction(action.escalate) == nullptr) {
       errors->push_back(action.where.ToString() + ": [action " + action.name +
@@ -435,7 +507,7 @@ Config EmptyConfig(const std::string& path) {
   Config config;
   config.path = path;
   config.directory = fs::absolute(path).parent_path().lexically_normal().string();
-  config.breakers.push_back(BreakerConfig{"", BreakerPolicy{}, {path, 0}});
+  config.breakers.push_back(BreakerConfig{"", BreakerPolicy{}, {path, 0}, std::nullopt});
   return config;
 }
 
@@ -478,6 +550,11 @@ LoadedConfig LoadConfig(const std::string& path) {
       continue;
     }
     ParseDaemonSection(section, config.directory, &config.daemon, &errors);
+  }
+  if (config.daemon.name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) config.daemon.name = host;
+    if (config.daemon.name.empty()) config.daemon.name = "rollguard";
   }
 
   std::vector<IniDocument> documents{std::move(*main_document)};

@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "common/time.h"
 #include "daemon/breaker.h"
+#include "daemon/fleet_breaker.h"
 #include "daemon/notifier_config.h"
 #include "probes/probe.h"
 #include "rules/rule_set.h"
@@ -29,12 +30,17 @@ struct DaemonSettings {
   std::string state_dir = "/var/lib/rollguard";
   std::string socket = "/run/rollguard/rollguard.sock";
   bool dry_run = false;
+  // How this daemon names itself to a fleet breaker's Redis (claim holders, admission
+  // members): `name`, default the host name. Daemons sharing a Redis need distinct names.
+  std::string name;
 };
 
 struct BreakerConfig {
   std::string name;  // "" is the default breaker ([breaker] without a name)
   BreakerPolicy policy;
   SourceLocation where;
+  // scope = fleet: the history lives in this Redis, shared by every daemon (docs/fleet.md).
+  std::optional<FleetSettings> fleet;
 };
 
 // One `expect_status` range of an http action: low <= status <= high.
@@ -50,7 +56,10 @@ struct ActionConfig {
   Duration timeout = std::chrono::minutes(5);
   Duration cooldown = std::chrono::minutes(10);  // minimum time between two runs
   std::string breaker;                           // "" = the default breaker
-  bool dry_run = false;                          // shadow mode: decide and journal, never execute
+  // scope = fleet: one daemon of the fleet runs it per incident (a claim in the fleet
+  // breaker's Redis); the others record suppressed_fleet. Needs a fleet breaker.
+  bool fleet = false;
+  bool dry_run = false;  // shadow mode: decide and journal, never execute
   // Runs only within `arm` after the latest deploy of the rule's service (or of any
   // deploy when the rule has no `service` label); unset = always armed.
   std::optional<Duration> arm;

@@ -165,15 +165,24 @@ Result<std::string> FormatStatusTable(std::string_view status_json, size_t max_a
   out += rows.size() == 1 ? "  (none)\n" : Table(rows);
 
   out += "\nBREAKERS\n";
-  rows = {{"BREAKER", "STATE", "ADMITTED", "OPEN UNTIL"}};
+  rows = {{"BREAKER", "STATE", "ADMITTED", "OPEN UNTIL", "SCOPE"}};
+  std::string fleet_notes;
   for (const json& breaker : status.value("breakers", json::array())) {
-    rows.push_back({Text(breaker.value("name", json(nullptr))),
-                    Text(breaker.value("state", json(nullptr))),
+    const std::string name = Text(breaker.value("name", json(nullptr)));
+    std::string scope = Text(breaker.value("scope", json("local")));
+    if (scope == "fleet") {
+      scope += " (redis " + Text(breaker.value("redis", json(nullptr)));
+      scope += breaker.value("redis_reachable", true) ? ")" : ", UNREACHABLE)";
+      for (const json& holder : breaker.value("holders", json::array())) {
+        fleet_notes += "  " + name + ": " + Text(holder) + "\n";
+      }
+    }
+    rows.push_back({name, Text(breaker.value("state", json(nullptr))),
                     Text(breaker.value("admitted_in_window", json(0))) + "/" +
                         Text(breaker.value("max_actions", json(0))),
-                    Text(breaker.value("open_until", json(nullptr)))});
+                    Text(breaker.value("open_until", json(nullptr))), scope});
   }
-  out += rows.size() == 1 ? "  (none)\n" : Table(rows);
+  out += rows.size() == 1 ? "  (none)\n" : Table(rows) + fleet_notes;
 
   out += "\nLAST ACTIONS\n";
   rows = {{"TIME", "RULE", "ACTION", "DECISION", "RESULT"}};
@@ -184,10 +193,14 @@ Result<std::string> FormatStatusTable(std::string_view status_json, size_t max_a
     if (const json error = action.value("error", json(nullptr)); !error.is_null()) {
       result += " (" + Text(error) + ")";
     }
+    std::string decision = Text(action.value("decision", json(nullptr)));
+    if (decision == "suppressed_fleet") {
+      // Whose run it was, and (from the claim) how it went.
+      decision += " (" + Text(action.value("why", json(""))) + ")";
+    }
     rows.push_back({Text(action.value("time", json(nullptr))),
                     Text(action.value("rule", json(nullptr))),
-                    Text(action.value("action", json(nullptr))),
-                    Text(action.value("decision", json(nullptr))), result});
+                    Text(action.value("action", json(nullptr))), decision, result});
   }
   out += rows.size() == 1 ? "  (none)\n" : Table(rows);
   return out;

@@ -26,6 +26,12 @@ struct BreakerReport {
   int admitted_in_window = 0;
   int max_actions = 0;
   std::optional<TimePoint> open_until;
+  // scope = fleet: the state is Redis's (docs/fleet.md) as last read, every 5 s.
+  bool fleet = false;
+  std::string redis;  // host:port
+  bool redis_reachable = true;
+  std::string redis_error;
+  std::vector<std::string> holders;  // claims whose action is running somewhere
 };
 
 // A `verify` that failed (spec §5: "rollback did not help").

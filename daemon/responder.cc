@@ -10,6 +10,7 @@
 
 #include "daemon/action_journal.h"
 #include "daemon/action_planner.h"
+#include "daemon/fleet_breaker.h"
 #include "daemon/http_action.h"
 #include "daemon/state_store.h"
 #include "daemon/systemd_action.h"
@@ -69,6 +70,7 @@ class ResponderImpl final : public Responder {
 
   ~ResponderImpl() override {
     for (auto& [id, verify] : verifies_) sd_event_source_disable_unref(verify.timer);
+    sd_event_source_disable_unref(fleet_refresh_);
   }
 
   // Loads state.json and replays journal records it does not cover yet.
@@ -191,6 +193,30 @@ class ResponderImpl final : public Responder {
     for (const ActionConfig& action : config.actions) actions_.emplace(action.name, action);
     planner_.Configure(config.breakers);
     config_dry_run_ = config.daemon.dry_run;
+    node_name_ = config.daemon.name;
+    // Fleet clients are kept across reloads (calls in flight finish); only their
+    // settings change. A breaker that is no longer fleet-scoped drops its client.
+    std::map<std::string, std::unique_ptr<FleetBreakerClient>> clients;
+    for (const BreakerConfig& breaker : config.breakers) {
+      if (!breaker.fleet) continue;
+      auto existing = fleet_.find(breaker.name);
+      if (existing != fleet_.end()) {
+        existing->second->Update(breaker.policy, *breaker.fleet);
+        clients.emplace(breaker.name, std::move(existing->second));
+      } else {
+        clients.emplace(breaker.name, std::make_unique<FleetBreakerClient>(
+                                          event_, JournalBreakerName(breaker.name), breaker.policy,
+                                          *breaker.fleet));
+      }
+    }
+    fleet_ = std::move(clients);
+    if (!fleet_.empty() && fleet_refresh_ == nullptr) {
+      if (sd_event_add_time_relative(event_, &fleet_refresh_, CLOCK_MONOTONIC, 0, 100'000,
+                                     &ResponderImpl::OnFleetRefresh, this) < 0) {
+        fleet_refresh_ = nullptr;
+        log_.Error("cannot schedule reading fleet breakers from Redis; status will not show them");
+      }
+    }
   }
 
   std::string BreakerSummary(TimePoint now) const override {
@@ -206,7 +232,7 @@ class ResponderImpl final : public Responder {
   }
 
   int RunningActions() const override {
-    return runner_.Running() + http_.Running() + systemd_.Running();
+    return runner_.Running() + http_.Running() + systemd_.Running() + fleet_pending_;
   }
 
   Result<TimePoint> Pause(Duration duration, TimePoint now) override {
@@ -252,6 +278,20 @@ class ResponderImpl final : public Responder {
     // Journaled first, like an admission: a crash before state.json is saved replays it.
     if (Status journaled = Journal(record); !journaled) return journaled;
     planner_.ResetBreaker(internal, now);
+    if (auto client = fleet_.find(internal); client != fleet_.end()) {
+      // For the whole fleet: the history in Redis is what every daemon consults.
+      const std::string name_shown = record.breaker;
+      client->second->Reset([this, name_shown](const std::string& error) {
+        if (error.empty()) {
+          log_.Warning("fleet breaker " + name_shown + " reset in Redis",
+                       {{"ROLLGUARD_BREAKER", name_shown}});
+          RefreshFleet();
+        } else {
+          log_.Error("fleet breaker " + name_shown + ": reset not applied in Redis: " + error,
+                     {{"ROLLGUARD_BREAKER", name_shown}});
+        }
+      });
+    }
     if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
     log_.Warning("breaker " + record.breaker + " reset by hand",
                  {{"ROLLGUARD_BREAKER", record.breaker}});
@@ -283,6 +323,22 @@ class ResponderImpl final : public Responder {
       report.admitted_in_window = breaker->AdmittedInWindow(now);
       report.max_actions = breaker->policy().max_actions;
       report.open_until = breaker->OpenUntil(now);
+      if (auto client = fleet_.find(name); client != fleet_.end()) {
+        // As Redis last showed it; until the first answer, this daemon's own copy.
+        const FleetBreakerView& view = client->second->view();
+        report.fleet = true;
+        report.redis = client->second->settings().redis;
+        report.redis_reachable = view.reachable;
+        report.redis_error = view.error;
+        if (view.reachable) {
+          report.admitted_in_window = view.admitted_in_window;
+          report.open_until = view.open_until && *view.open_until > now
+                                  ? view.open_until
+                                  : std::optional<TimePoint>();
+          report.open = report.open_until.has_value();
+          report.holders = view.holders;
+        }
+      }
       reports.push_back(std::move(report));
     }
     return reports;
@@ -323,6 +379,52 @@ class ResponderImpl final : public Responder {
       if (!latest || record.time > *latest) latest = record.time;
     }
     return latest;
+  }
+
+  // The version of that latest deploy ("" when none or recorded without a version): it
+  // names the incident for the fleet (FleetIncident).
+  std::string DeployVersionFor(const std::string& service) const {
+    const DeployRecord* latest = nullptr;
+    for (const auto& [deployed, record] : state_.deploys) {
+      if (!service.empty() && !deployed.empty() && deployed != service) continue;
+      if (latest == nullptr || record.time > latest->time) latest = &record;
+    }
+    return latest == nullptr ? "" : latest->version;
+  }
+
+  // Logs the moment a fleet breaker's Redis stops or starts answering, once each way.
+  void NoteFleetReachable(const std::string& breaker, bool reachable, const std::string& error) {
+    auto it = fleet_reachable_.emplace(breaker, true).first;
+    if (it->second == reachable) return;
+    it->second = reachable;
+    const LogFields fields = {{"ROLLGUARD_BREAKER", breaker}};
+    if (reachable) {
+      log_.Info("fleet breaker " + breaker + ": Redis answers again", fields);
+    } else {
+      log_.Error("fleet breaker " + breaker + ": Redis unreachable (" + error +
+                     "); fleet actions are decided as configured (fail closed unless fail_open)",
+                 fields);
+    }
+  }
+
+  // Reads every fleet breaker from Redis (status and metrics); every 5 s.
+  void RefreshFleet() {
+    for (auto& [name, client] : fleet_) {
+      const std::string shown = JournalBreakerName(name);
+      client->Refresh(clock_.Now(), [this, shown](const FleetBreakerView& view) {
+        NoteFleetReachable(shown, view.reachable, view.error);
+        const TimePoint now = clock_.Now();
+        observer_.OnBreakers(Breakers(now), now);
+      });
+    }
+  }
+
+  static int OnFleetRefresh(sd_event_source* source, uint64_t usec, void* userdata) {
+    auto* self = static_cast<ResponderImpl*>(userdata);
+    self->RefreshFleet();
+    sd_event_source_set_time(source, usec + 5'000'000);
+    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+    return 0;
   }
 
   void ScheduleVerify(const ActionConfig& action, const Trigger& trigger, TimePoint finished) {
@@ -456,7 +558,8 @@ class ResponderImpl final : public Responder {
   }
 
   // Decides the next action of `trigger` and starts it; the one after it starts when it
-  // finishes, so the order the rule wrote is the order they run in.
+  // finishes, so the order the rule wrote is the order they run in. An action on a fleet
+  // breaker waits for its Redis's verdict (on the loop) and continues in Conclude().
   void RunNext(Trigger trigger) {
     while (!trigger.remaining.empty()) {
       const std::string name = trigger.remaining.front();
@@ -472,58 +575,134 @@ class ResponderImpl final : public Responder {
       context.held_by = trigger.held_by;
       context.last_deploy = LastDeployFor(trigger.service);
       const PlannedAction plan = planner_.Decide(action, context);
-
-      JournalRecord record;
-      record.time = now;
-      record.phase = JournalPhase::kDecided;
-      record.id = journal_.NewId(now);
-      record.rule = trigger.rule;
-      record.action = action.name;
-      record.grade = std::string(GradeName(trigger.grade));
-      record.previous_grade = trigger.previous;
-      record.decision = std::string(DecisionName(plan.decision));
-      record.incident = trigger.incident;
-      record.reason = trigger.reason;
-      record.breaker = JournalBreakerName(action.breaker);
-      record.open_until = plan.open_until;
-      const Status journaled = Journal(record);
-      observer_.OnActionDecided(record, plan, trigger.detected_at);
-      if (plan.decision == ActionDecision::kExecuted) observer_.OnBreakers(Breakers(now), now);
-      const LogFields fields = {{"ROLLGUARD_RULE", trigger.rule},
-                                {"ROLLGUARD_ACTION", action.name},
-                                {"ROLLGUARD_GRADE", record.grade},
-                                {"ROLLGUARD_DECISION", record.decision}};
-      if (plan.decision != ActionDecision::kExecuted) {
-        log_.Warning("action " + action.name + " for rule " + trigger.rule + ": " +
-                         record.decision + " (" + plan.why + ")",
-                     fields);
-        continue;
+      if (plan.fleet_pending) {
+        AskFleet(action, plan, std::move(trigger));
+        return;
       }
-      if (!journaled) {
-        // An action that cannot be journaled does not run: the journal is what stops a
-        // restart from running it twice.
-        log_.Error("action " + action.name + " not run: " + journaled.error().message, fields);
-        continue;
-      }
-      if (auto incident = state_.incidents.find(trigger.rule); incident != state_.incidents.end()) {
-        incident->second.acted = true;
-        incident->second.actions_run.push_back(action.name);
-      }
-      if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
-      log_.Warning(
-          "action " + action.name + " for rule " + trigger.rule + ": executing (" + plan.why + ")",
-          fields);
-      Start(action, record, std::move(trigger));
-      return;
+      if (Conclude(action, plan, trigger, {})) return;
     }
   }
 
-  void Start(const ActionConfig& action, const JournalRecord& decided, Trigger trigger) {
+  // The fleet's view of one pending decision.
+  struct FleetClaim {
+    std::string incident;  // "" when the action only shares the breaker
+    std::string claim;     // "ACTION:INCIDENT"
+    std::string holder;
+  };
+
+  void AskFleet(const ActionConfig& action, const PlannedAction& pending, Trigger trigger) {
+    auto client = fleet_.find(action.breaker);
+    if (client == fleet_.end()) {  // cannot happen: the planner only defers fleet breakers
+      Conclude(action, planner_.AdmitLocally(action, clock_.Now(), false), trigger, {});
+      return;
+    }
+    FleetAdmission admission;
+    admission.breaker = JournalBreakerName(action.breaker);
+    admission.policy = client->second->policy();
+    admission.holder = node_name_;
+    admission.member = journal_.NewId(clock_.Now());
+    FleetClaim claim;
+    claim.holder = node_name_;
+    if (action.fleet) {
+      claim.incident =
+          FleetIncident(trigger.rule, DeployVersionFor(trigger.service), action.cooldown,
+                        client->second->settings().lease, &admission.claim_ttl);
+      claim.claim = action.name + ":" + claim.incident;
+      admission.claim = claim.claim;
+    }
+    ++fleet_pending_;
+    const std::string action_name = action.name;
+    const bool fail_open = client->second->settings().fail_open;
+    client->second->Admit(admission, [this, action_name, pending, fail_open, claim,
+                                      trigger = std::move(trigger)](FleetVerdict verdict) mutable {
+      --fleet_pending_;
+      NoteFleetReachable(JournalBreakerName(pending.breaker),
+                         verdict.kind != FleetVerdict::Kind::kUnreachable, verdict.error);
+      auto found = actions_.find(action_name);
+      if (found == actions_.end()) {  // removed by a reload while Redis answered
+        RunNext(std::move(trigger));
+        return;
+      }
+      PlannedAction plan = planner_.CompleteFleet(found->second, clock_.Now(), verdict, fail_open);
+      plan.armed_until = pending.armed_until;
+      if (verdict.kind == FleetVerdict::Kind::kClaimed) claim.holder = verdict.holder;
+      if (!Conclude(found->second, plan, trigger, claim)) RunNext(std::move(trigger));
+    });
+  }
+
+  // Journals and reports a decision; starts the action when executed. True when it
+  // started (the trigger's next action then waits for it to finish).
+  bool Conclude(const ActionConfig& action, const PlannedAction& plan, Trigger& trigger,
+                const FleetClaim& claim) {
+    const TimePoint now = clock_.Now();
+    JournalRecord record;
+    record.time = now;
+    record.phase = JournalPhase::kDecided;
+    record.id = journal_.NewId(now);
+    record.rule = trigger.rule;
+    record.action = action.name;
+    record.grade = std::string(GradeName(trigger.grade));
+    record.previous_grade = trigger.previous;
+    record.decision = std::string(DecisionName(plan.decision));
+    record.incident = trigger.incident;
+    record.reason = trigger.reason;
+    record.why = plan.why;
+    record.breaker = JournalBreakerName(action.breaker);
+    record.open_until = plan.open_until;
+    record.fleet_incident = claim.incident;
+    if (!claim.incident.empty()) record.fleet_holder = claim.holder;
+    const Status journaled = Journal(record);
+    observer_.OnActionDecided(record, plan, trigger.detected_at);
+    if (plan.decision == ActionDecision::kExecuted) observer_.OnBreakers(Breakers(now), now);
+    const LogFields fields = {{"ROLLGUARD_RULE", trigger.rule},
+                              {"ROLLGUARD_ACTION", action.name},
+                              {"ROLLGUARD_GRADE", record.grade},
+                              {"ROLLGUARD_DECISION", record.decision}};
+    if (plan.decision != ActionDecision::kExecuted) {
+      log_.Warning("action " + action.name + " for rule " + trigger.rule + ": " + record.decision +
+                       " (" + plan.why + ")",
+                   fields);
+      return false;
+    }
+    if (!journaled) {
+      // An action that cannot be journaled does not run: the journal is what stops a
+      // restart from running it twice. (A fleet claim taken for it stays: no other
+      // daemon runs it either.)
+      log_.Error("action " + action.name + " not run: " + journaled.error().message, fields);
+      return false;
+    }
+    if (auto incident = state_.incidents.find(trigger.rule); incident != state_.incidents.end()) {
+      incident->second.acted = true;
+      incident->second.actions_run.push_back(action.name);
+    }
+    if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
+    log_.Warning(
+        "action " + action.name + " for rule " + trigger.rule + ": executing (" + plan.why + ")",
+        fields);
+    if (!claim.claim.empty()) {
+      if (auto client = fleet_.find(action.breaker); client != fleet_.end()) {
+        client->second->Hold(claim.claim, node_name_);
+      }
+    }
+    Start(action, record, std::move(trigger), claim.claim);
+    return true;
+  }
+
+  void Start(const ActionConfig& action, const JournalRecord& decided, Trigger trigger,
+             const std::string& claim) {
     const std::string action_name = action.name;
     const std::string summary = trigger.summary;
     const std::string service = trigger.service;
-    auto done = [this, decided, trigger = std::move(trigger)](const ExecResult& result) mutable {
+    const std::string breaker = action.breaker;
+    auto done = [this, decided, breaker, claim,
+                 trigger = std::move(trigger)](const ExecResult& result) mutable {
       Finished(decided, result);
+      if (!claim.empty()) {
+        // The result goes into the claim, for the daemons that did not run it.
+        if (auto client = fleet_.find(breaker); client != fleet_.end()) {
+          client->second->Release(claim, node_name_, std::string(OutcomeName(result.outcome)));
+        }
+      }
       if (auto it = actions_.find(decided.action); it != actions_.end() && it->second.verify) {
         ScheduleVerify(it->second, trigger, clock_.Now());
       }
@@ -639,6 +818,12 @@ class ResponderImpl final : public Responder {
   ActionPlanner planner_;
   std::map<uint64_t, PendingVerify> verifies_;
   uint64_t next_verify_id_ = 1;
+  // Fleet breakers by (internal) name, and what this daemon calls itself to them.
+  std::map<std::string, std::unique_ptr<FleetBreakerClient>> fleet_;
+  std::map<std::string, bool> fleet_reachable_;  // by breaker name as shown
+  std::string node_name_;
+  int fleet_pending_ = 0;  // decisions waiting for a fleet verdict
+  sd_event_source* fleet_refresh_ = nullptr;
   // The latest held_by of each rule: an escalation is suppressed while a dependency is.
   std::map<std::string, std::optional<std::string>> held_by_;
   // Rules whose incident was restored at start and not yet decided by fresh data.

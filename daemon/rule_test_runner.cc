@@ -430,7 +430,9 @@ class Simulation {
       context.now = now;
       context.dry_run = dry_run_;
       context.held_by = outcome.held_by;
-      const PlannedAction plan = planner_.Decide(*action, context);
+      PlannedAction plan = planner_.Decide(*action, context);
+      // A fleet breaker is simulated as a fleet of this one daemon: its local copy decides.
+      if (plan.fleet_pending) plan = planner_.AdmitLocally(*action, now, false);
       decisions_.push_back(name + ":" + std::string(DecisionName(plan.decision)));
       timeline_ += TimeColumn(now.time_since_epoch()) + "action " + decisions_.back() +
                    (plan.why.empty() ? "" : " (" + plan.why + ")") + "\n";

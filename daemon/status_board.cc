@@ -22,7 +22,8 @@ bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<Breaker
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].name != b[i].name || a[i].open != b[i].open ||
         a[i].admitted_in_window != b[i].admitted_in_window ||
-        a[i].max_actions != b[i].max_actions || a[i].open_until != b[i].open_until) {
+        a[i].max_actions != b[i].max_actions || a[i].open_until != b[i].open_until ||
+        a[i].redis_reachable != b[i].redis_reachable || a[i].holders != b[i].holders) {
       return false;
     }
   }
@@ -42,6 +43,7 @@ json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>
       {"reason", decided.reason},
       {"breaker", decided.breaker},
       {"open_until", TimeOrNull(decided.open_until)},
+      {"why", decided.why},
       // Executed actions: null while running, then ok | failed | timeout.
       {"result", nullptr},
       {"finished_at", nullptr},
@@ -57,6 +59,10 @@ json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>
     if (finished->signal) entry["signal"] = *finished->signal;
     if (finished->duration_seconds) entry["duration_seconds"] = *finished->duration_seconds;
     if (!finished->error.empty()) entry["error"] = finished->error;
+  }
+  if (!decided.fleet_incident.empty()) {
+    entry["fleet_incident"] = decided.fleet_incident;
+    entry["fleet_holder"] = decided.fleet_holder;
   }
   return entry;
 }
@@ -240,7 +246,16 @@ std::string StatusBoard::Json() const {
         {"admitted_in_window", breaker.admitted_in_window},
         {"max_actions", breaker.max_actions},
         {"open_until", TimeOrNull(breaker.open_until)},
+        {"scope", breaker.fleet ? "fleet" : "local"},
     });
+    if (breaker.fleet) {
+      json& entry = breakers.back();
+      entry["redis"] = breaker.redis;
+      entry["redis_reachable"] = breaker.redis_reachable;
+      entry["redis_error"] =
+          breaker.redis_error.empty() ? json(nullptr) : json(breaker.redis_error);
+      entry["holders"] = breaker.holders;
+    }
   }
 
   json actions = json::array();

@@ -25,7 +25,7 @@ ActionContext At(Duration t) {
 
 ActionPlanner DefaultPlanner() {
   ActionPlanner planner;
-  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}}});
+  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}, std::nullopt}});
   return planner;
 }
 
@@ -86,14 +86,14 @@ TEST_CASE("named breakers count separately and keep their history across a reloa
   ActionPlanner planner;
   BreakerPolicy one_per_hour;
   one_per_hour.max_actions = 1;
-  planner.Configure(
-      {BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
+  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}, std::nullopt},
+                     BreakerConfig{"db", one_per_hour, {}, std::nullopt}});
   CHECK(planner.Decide(Rollback(0s, "db"), At(0s)).decision == ActionDecision::kExecuted);
   CHECK(planner.Decide(Rollback(0s, "db"), At(1s)).decision == ActionDecision::kSuppressedBreaker);
   CHECK(planner.Decide(Rollback(0s), At(2s)).decision == ActionDecision::kExecuted);
 
-  planner.Configure(
-      {BreakerConfig{"", BreakerPolicy{}, {}}, BreakerConfig{"db", one_per_hour, {}}});
+  planner.Configure({BreakerConfig{"", BreakerPolicy{}, {}, std::nullopt},
+                     BreakerConfig{"db", one_per_hour, {}, std::nullopt}});
   CHECK(planner.Decide(Rollback(0s, "db"), At(3s)).decision == ActionDecision::kSuppressedBreaker);
 }
 

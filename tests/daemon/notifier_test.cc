@@ -284,7 +284,10 @@ TEST_CASE("action results go to the rule's notifiers", "[notifier]") {
 
 TEST_CASE("breakers are told once when they open and once when they close", "[notifier]") {
   Fixture f;
-  BreakerReport report{"default", false, 2, 3, std::nullopt};
+  BreakerReport report;
+  report.name = "default";
+  report.admitted_in_window = 2;
+  report.max_actions = 3;
   CHECK(f.router.OnBreakers({report}, f.now).empty());
   report.open = true;
   report.admitted_in_window = 3;
