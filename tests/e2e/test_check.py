@@ -206,3 +206,45 @@ def test_examples_exist():
 def test_every_example_passes_check(config):
     result = run_cli("check", "--config", config)
     assert result.returncode == 0, f"{config}: exit {result.returncode}\n{result.stderr}"
+
+
+FLEET_BREAKER = """
+    [breaker fleet]
+    scope       = fleet
+    redis       = 127.0.0.1:6399
+    max_actions = 3
+"""
+
+
+def test_fleet_breaker_and_fleet_action_pass(make_config):
+    config = make_config(MAIN + FLEET_BREAKER, {"api.rules": rules_with(
+        {"cooldown = 0s": "cooldown = 0s"}, append=["breaker  = fleet", "scope    = fleet"])})
+    result = check(config)
+    assert result.returncode == 0, f"exit {result.returncode}, stderr:\n{result.stderr}"
+
+
+def test_fleet_action_on_a_local_breaker_is_named(make_config):
+    config = make_config(MAIN, {"api.rules": rules_with(append=["scope    = fleet"])})
+    line = line_of(config.rule_files["api.rules"], "[action rollback]")
+    assert_rejected(config, "api.rules", line, "scope", "fleet", "breaker")
+
+
+def test_fleet_breaker_without_redis_is_named(make_config):
+    config = make_config(MAIN + FLEET_BREAKER.replace("    redis       = 127.0.0.1:6399\n", ""),
+                         {"api.rules": rules_with()})
+    line = line_of(config.main, "[breaker fleet]")
+    assert_rejected(config, "rollguard.conf", line, "redis")
+
+
+def test_redis_keys_on_a_local_breaker_are_named(make_config):
+    config = make_config(MAIN + FLEET_BREAKER.replace("scope       = fleet", "scope       = local"),
+                         {"api.rules": rules_with()})
+    line = line_of(config.main, "redis       =")
+    assert_rejected(config, "rollguard.conf", line, "redis", "scope = fleet")
+
+
+def test_bad_redis_address_is_named(make_config):
+    config = make_config(MAIN + FLEET_BREAKER.replace("127.0.0.1:6399", "127.0.0.1"),
+                         {"api.rules": rules_with()})
+    line = line_of(config.main, "redis       =")
+    assert_rejected(config, "rollguard.conf", line, "redis", "host:port")
