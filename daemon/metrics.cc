@@ -46,6 +46,10 @@ const std::array<std::string_view, 10> kActionResults = {
     "suppressed_dependency",
 };
 
+// Every result label notifications_total can carry (the notifiers' final outcomes). They
+// are created at 0 for each configured notifier, so increase() sees the first failure.
+const std::array<std::string_view, 3> kNotificationResults = {"sent", "failed", "dropped"};
+
 }  // namespace
 
 struct Metrics::Impl {
@@ -137,6 +141,10 @@ struct Metrics::Impl {
   std::map<std::string, RuleSeries, std::less<>> rules;
 
   std::map<std::string, std::map<std::string, Counter*, std::less<>>, std::less<>> action_series;
+
+  // Configured notifiers whose result series exist. Event loop only; the counters
+  // themselves are found through Family::Add, which is thread-safe.
+  std::set<std::string, std::less<>> notifier_names;
 
   struct BreakerSeries {
     Gauge* open = nullptr;
@@ -247,6 +255,23 @@ void Metrics::OnConfigApplied(const Config& config, TimePoint now) {
       ++it;
     }
   }
+
+  // Notifiers: likewise every result of every configured notifier, from 0.
+  std::set<std::string, std::less<>> notifier_names;
+  for (const NotifierConfig& notifier : config.notifiers) {
+    notifier_names.insert(notifier.name);
+    for (std::string_view result : kNotificationResults) {
+      m.notifications.Add({{"notifier", notifier.name}, {"result", std::string(result)}});
+    }
+  }
+  for (const std::string& gone : m.notifier_names) {
+    if (notifier_names.count(gone) != 0) continue;
+    for (std::string_view result : kNotificationResults) {
+      m.notifications.Remove(
+          &m.notifications.Add({{"notifier", gone}, {"result", std::string(result)}}));
+    }
+  }
+  m.notifier_names = std::move(notifier_names);
 }
 
 void Metrics::OnReloadFailed(const std::string& /*error*/, TimePoint now) {

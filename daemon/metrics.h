@@ -11,7 +11,9 @@
 //   actions_total{action,result}         ok | failed | timeout when an executed action
 //                                        finishes; dry_run and suppressed_* when decided
 //   breaker_open{breaker}, breaker_admitted{breaker}
-//   notifications_total{notifier,result} counted by the notifiers (CountNotification)
+//   notifications_total{notifier,result} sent | failed | dropped, counted by the notifiers
+//                                        (CountNotification); every result of every
+//                                        configured notifier starts at 0
 //   detection_to_action_seconds          histogram: condition first held -> action start
 //   config_last_reload_success, config_last_reload_timestamp_seconds
 //   build_info{version}                  always 1

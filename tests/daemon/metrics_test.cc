@@ -22,11 +22,17 @@ class MetricsConfig {
     REQUIRE(::mkdtemp(pattern.data()) != nullptr);
     path_ = pattern;
     std::filesystem::create_directories(path_ + "/rules.d");
-    std::ofstream(path_ + "/rollguard.conf")
-        << "[daemon]\ninclude = rules.d/*.rules\nlisten = off\nstate_dir = state\n";
+    SetMain("");
     SetRules(rules);
   }
   ~MetricsConfig() { std::filesystem::remove_all(path_); }
+
+  // `sections` follow the [daemon] section of the main config (notifiers, breakers).
+  void SetMain(const std::string& sections) {
+    std::ofstream(path_ + "/rollguard.conf")
+        << "[daemon]\ninclude = rules.d/*.rules\nlisten = off\nstate_dir = state\n"
+        << sections;
+  }
 
   void SetRules(const std::string& rules) { std::ofstream(path_ + "/rules.d/main.rules") << rules; }
 
@@ -264,12 +270,40 @@ TEST_CASE("metrics: breakers and notifications", "[metrics]") {
   CHECK(Sample(metrics, "rollguard_breaker_admitted{breaker=\"default\"}") == "2");
   CHECK_FALSE(HasSeriesContaining(metrics, "breaker=\"db\""));
 
-  metrics.CountNotification("slack", "ok");
-  metrics.CountNotification("slack", "ok");
+  metrics.CountNotification("slack", "sent");
+  metrics.CountNotification("slack", "sent");
   metrics.CountNotification("slack", "failed");
-  CHECK(Sample(metrics, "rollguard_notifications_total{notifier=\"slack\",result=\"ok\"}") == "2");
+  CHECK(Sample(metrics, "rollguard_notifications_total{notifier=\"slack\",result=\"sent\"}") ==
+        "2");
   CHECK(Sample(metrics, "rollguard_notifications_total{notifier=\"slack\",result=\"failed\"}") ==
         "1");
+}
+
+TEST_CASE("metrics: every result of a configured notifier starts at 0 and leaves with it",
+          "[metrics]") {
+  MetricsConfig folder(kDb);
+  folder.SetMain(
+      "[notifier slack]\ntype = slack\nurl = http://127.0.0.1:1/hook\n"
+      "[notifier pager]\ntype = webhook\nurl = http://127.0.0.1:1/alerts\n");
+  Metrics metrics;
+  metrics.OnConfigApplied(folder.Load(), FromMillis(0));
+  for (const char* notifier : {"slack", "pager"}) {
+    for (const char* result : {"sent", "failed", "dropped"}) {
+      INFO(notifier << " " << result);
+      CHECK(Sample(metrics, std::string("rollguard_notifications_total{notifier=\"") + notifier +
+                                "\",result=\"" + result + "\"}") == "0");
+    }
+  }
+  metrics.CountNotification("pager", "failed");
+
+  // A reload that drops slack removes its series; pager's count survives.
+  folder.SetMain("[notifier pager]\ntype = webhook\nurl = http://127.0.0.1:1/alerts\n");
+  metrics.OnConfigApplied(folder.Load(), FromMillis(1000));
+  CHECK_FALSE(HasSeriesContaining(metrics, "notifier=\"slack\""));
+  CHECK(Sample(metrics, "rollguard_notifications_total{notifier=\"pager\",result=\"failed\"}") ==
+        "1");
+  CHECK(Sample(metrics, "rollguard_notifications_total{notifier=\"pager\",result=\"sent\"}") ==
+        "0");
 }
 
 TEST_CASE("metrics: a reload removes the series of removed probes, rules and actions",
