@@ -37,8 +37,9 @@ namespace rollguard {
 namespace {
 
 constexpr const char* kCondition = "api.status >= 500 or api.latency > 2s or api.json.errors > 5%";
-constexpr int kRounds = 5;
-constexpr double kRoundSeconds = 0.4;
+// `--quick` (make bench-smoke) measures once, briefly: a check that it still runs.
+int rounds = 5;
+double round_seconds = 0.4;
 
 // Keeps the compiler from proving a result unused or a load redundant (as Google
 // Benchmark's DoNotOptimize / ClobberMemory do).
@@ -55,12 +56,12 @@ double ThreadSeconds() {
   return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
 }
 
-// Runs `body` (which does `batch` evaluations) for about kRoundSeconds of CPU time,
-// kRounds times; returns the best rate in evaluations per CPU-second.
+// Runs `body` (which does `batch` evaluations) for about round_seconds of CPU time,
+// rounds times; returns the best rate in evaluations per CPU-second.
 double BestRate(const std::function<void(int)>& body) {
   constexpr int kBatch = 4096;
   double best = 0;
-  for (int round = 0; round < kRounds; ++round) {
+  for (int round = 0; round < rounds; ++round) {
     const double start = ThreadSeconds();
     int64_t done = 0;
     double elapsed = 0;
@@ -68,7 +69,7 @@ double BestRate(const std::function<void(int)>& body) {
       body(kBatch);
       done += kBatch;
       elapsed = ThreadSeconds() - start;
-    } while (elapsed < kRoundSeconds);
+    } while (elapsed < round_seconds);
     best = std::max(best, static_cast<double>(done) / elapsed);
   }
   return best;
@@ -197,4 +198,10 @@ int Main() {
 }  // namespace
 }  // namespace rollguard
 
-int main() { return rollguard::Main(); }
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--quick") {
+    rollguard::rounds = 1;
+    rollguard::round_seconds = 0.02;
+  }
+  return rollguard::Main();
+}
