@@ -6,7 +6,7 @@ ASAN_DIR ?= build-asan
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 45
 
-.PHONY: all deps build build-asan demo test test-release test-asan fuzz bench-rules check-format clean
+.PHONY: all deps build build-asan demo test test-release test-asan fuzz bench-rules bench bench-smoke bench-binaries check-format clean
 
 all: build
 
@@ -30,8 +30,9 @@ demo: build
 	examples/quickstart/run-demo $(BUILD_DIR)/daemon/rollguard
 
 # The whole suite: the rule parser under libFuzzer for FUZZ_SECONDS, then every test twice,
-# in an optimised build and under AddressSanitizer + UBSan (ctest's summary comes last).
-test: fuzz test-release test-asan
+# in an optimised build and under AddressSanitizer + UBSan (ctest's summary comes last);
+# the benchmark smoke (seconds) runs before the tests.
+test: fuzz bench-smoke test-release test-asan
 
 test-release: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -53,6 +54,23 @@ fuzz: deps $(FUZZ_DIR)/Makefile
 	$(FUZZ_DIR)/tests/fuzz/rule_parser_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	  -rss_limit_mb=2048 -dict=tests/fuzz/rule_parser.dict -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus tests/fuzz/corpus/rule_parser
+
+# The benchmark suite (bench/bench.py, figures in bench/RESULTS.md): rollguard beside
+# blackbox_exporter and a bare libcurl loop on a loopback nginx, schedule lateness,
+# memory, detection-to-action, rule evaluation. BENCH_SECONDS is each throughput window
+# (about 5 minutes in all with the default); BENCH_ARGS passes more, e.g. --only schedule.
+BENCH_SECONDS ?= 10
+BENCH_ARGS ?=
+
+bench-binaries: deps $(BUILD_DIR)/Makefile
+	cmake --build $(BUILD_DIR) --target rollguard curl_ceiling rule_eval_bench -j $(JOBS)
+
+bench: bench-binaries
+	bench/bench.py --build $(BUILD_DIR) --seconds $(BENCH_SECONDS) $(BENCH_ARGS)
+
+# Every scenario at a tiny scale (seconds): `make test` runs it so the suite never rots.
+bench-smoke: bench-binaries
+	bench/bench.py --build $(BUILD_DIR) --smoke
 
 # Rule evaluation throughput (bench/rule_eval_bench.cc) in the optimised build; not a test.
 bench-rules: deps $(BUILD_DIR)/Makefile
