@@ -116,6 +116,7 @@ class ResponderImpl final : public Responder {
     }
     state_.journal_records = records->size();
     for (const auto& [rule, incident] : state_.incidents) restored_incidents_.insert(rule);
+    RestoreVerifies();
     if (replayed > 0) {
       log_.Warning("replayed " + std::to_string(replayed) +
                    " journaled action(s) that the last run did not get to persist");
@@ -428,24 +429,54 @@ class ResponderImpl final : public Responder {
   }
 
   void ScheduleVerify(const ActionConfig& action, const Trigger& trigger, TimePoint finished) {
+    Trigger pending = trigger;
+    pending.remaining.clear();
+    if (!action.escalate.empty()) pending.remaining.push_back(action.escalate);
+    ArmVerify(action.name, *action.verify, finished, std::move(pending));
+    dirty_ = true;  // saved with the next Flush(): a restart checks it at the same time
+  }
+
+  // Starts the timer of a verify due at finished + verify (wall clock): at once when a
+  // restart finds it already due.
+  void ArmVerify(const std::string& action, Duration verify_time, TimePoint finished,
+                 Trigger trigger) {
     const uint64_t id = next_verify_id_++;
     PendingVerify& verify = verifies_[id];
     verify.owner = this;
     verify.id = id;
-    verify.action = action.name;
-    verify.verify = *action.verify;
+    verify.action = action;
+    verify.verify = verify_time;
     verify.finished = finished;
-    verify.trigger = trigger;
-    verify.trigger.remaining.clear();
-    if (!action.escalate.empty()) verify.trigger.remaining.push_back(action.escalate);
+    verify.trigger = std::move(trigger);
+    const Duration left = std::max(Duration{0}, finished + verify_time - clock_.Now());
     const uint64_t due =
         MonotonicNowUs() +
-        static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(*action.verify).count());
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(left).count());
     if (sd_event_add_time(event_, &verify.timer, CLOCK_MONOTONIC, due, 0,
                           &ResponderImpl::OnVerifyDue, &verify) < 0) {
-      log_.Error("action " + action.name + ": cannot schedule its verify; it will not be checked");
+      log_.Error("action " + action + ": cannot schedule its verify; it will not be checked");
       verifies_.erase(id);
+    }
+  }
+
+  // The verifies state.json held at start.
+  void RestoreVerifies() {
+    for (const PersistedVerify& saved : state_.verifies) {
+      Trigger trigger;
+      trigger.rule = saved.rule;
+      trigger.grade = ParseGrade(saved.grade).value_or(Grade::kCritical);
+      trigger.previous = saved.previous_grade;
+      trigger.reason = saved.reason;
+      trigger.incident = saved.incident;
+      if (!saved.escalate.empty()) trigger.remaining.push_back(saved.escalate);
+      trigger.detected_at = saved.detected_at;
+      trigger.service = saved.service;
+      trigger.summary = saved.summary;
+      ArmVerify(saved.action, saved.verify, saved.finished, std::move(trigger));
+    }
+    if (!state_.verifies.empty()) {
+      log_.Info("resumed " + std::to_string(state_.verifies.size()) +
+                " pending verify check(s) from the last run");
     }
   }
 
@@ -462,6 +493,7 @@ class ResponderImpl final : public Responder {
                 {{"ROLLGUARD_RULE", rule}, {"ROLLGUARD_ACTION", it->second.action}});
       sd_event_source_disable_unref(it->second.timer);
       it = verifies_.erase(it);
+      dirty_ = true;
     }
   }
 
@@ -482,6 +514,7 @@ class ResponderImpl final : public Responder {
     if (it == verifies_.end()) return;
     PendingVerify verify = std::move(it->second);
     verifies_.erase(it);
+    dirty_ = true;
     sd_event_source_disable_unref(verify.timer);
     const TimePoint now = clock_.Now();
     const Grade grade = CurrentGrade(verify.trigger.rule).value_or(verify.trigger.grade);
@@ -797,6 +830,23 @@ class ResponderImpl final : public Responder {
 
   Status Persist() {
     dirty_ = false;
+    state_.verifies.clear();
+    for (const auto& [id, verify] : verifies_) {
+      PersistedVerify saved;
+      saved.rule = verify.trigger.rule;
+      saved.action = verify.action;
+      saved.incident = verify.trigger.incident;
+      saved.grade = std::string(GradeName(verify.trigger.grade));
+      saved.previous_grade = verify.trigger.previous;
+      saved.reason = verify.trigger.reason;
+      saved.service = verify.trigger.service;
+      saved.summary = verify.trigger.summary;
+      saved.escalate = verify.trigger.remaining.empty() ? "" : verify.trigger.remaining.front();
+      saved.verify = verify.verify;
+      saved.finished = verify.finished;
+      saved.detected_at = verify.trigger.detected_at;
+      state_.verifies.push_back(std::move(saved));
+    }
     state_.breakers = planner_.BreakerStates();
     state_.last_runs = planner_.LastRuns();
     return store_.Save(state_);

@@ -14,8 +14,8 @@
 // loop's CurlMulti), systemd (SystemdActionRunner, sd-bus on the loop). An action with
 // `verify` is checked that long after it finished; if its rule is not back to warning or
 // better by then, "rollback did not help" is logged and reported (OnVerifyFailed) and its
-// `escalate` action is decided through the planner like any other. Verify timers live in
-// memory only: a restart forgets a pending verify (documented in docs/actions.md).
+// `escalate` action is decided through the planner like any other. Pending verifies are
+// saved in state.json and re-armed on start at the same wall-clock due time.
 //
 // Operator controls (from the control socket): Pause/Resume (persisted as paused_until),
 // ResetBreaker (journaled as a record with decision "breaker_reset", replayed after a

@@ -141,6 +141,36 @@ PersistedState FromJson(const Json& root) {
     if (!records->is_number_unsigned()) throw BadValue("journal_records: expected a count");
     state.journal_records = records->get<uint64_t>();
   }
+  if (const Json* verifies = Member(root, "verifies")) {
+    if (!verifies->is_array()) throw BadValue("verifies: expected an array");
+    for (const Json& item : *verifies) {
+      const std::string where = "verifies[]";
+      ObjectAt(item, where);
+      PersistedVerify verify;
+      const auto text = [&](const char* key, std::string* out) {
+        if (const Json* value = Member(item, key)) *out = StringAt(*value, where + "." + key);
+      };
+      text("rule", &verify.rule);
+      text("action", &verify.action);
+      text("incident", &verify.incident);
+      text("grade", &verify.grade);
+      text("previous_grade", &verify.previous_grade);
+      text("reason", &verify.reason);
+      text("service", &verify.service);
+      text("summary", &verify.summary);
+      text("escalate", &verify.escalate);
+      if (const Json* value = Member(item, "verify_ms")) {
+        verify.verify = Duration(MillisAt(*value, where + ".verify_ms"));
+      }
+      if (const Json* value = Member(item, "finished_ms")) {
+        verify.finished = FromMillis(MillisAt(*value, where + ".finished_ms"));
+      }
+      if (const Json* value = Member(item, "detected_ms")) {
+        verify.detected_at = FromMillis(MillisAt(*value, where + ".detected_ms"));
+      }
+      state.verifies.push_back(std::move(verify));
+    }
+  }
   ForEachMember(root, "deploys",
                 [&](const std::string& name, const Json& value, const std::string& where) {
                   ObjectAt(value, where);
@@ -224,6 +254,22 @@ std::string SerializeState(const PersistedState& state) {
     deploys[service] = {{"version", deploy.version}, {"time_ms", ToMillis(deploy.time)}};
   }
   root["deploys"] = std::move(deploys);
+  Json verifies = Json::array();
+  for (const PersistedVerify& verify : state.verifies) {
+    verifies.push_back({{"rule", verify.rule},
+                        {"action", verify.action},
+                        {"incident", verify.incident},
+                        {"grade", verify.grade},
+                        {"previous_grade", verify.previous_grade},
+                        {"reason", verify.reason},
+                        {"service", verify.service},
+                        {"summary", verify.summary},
+                        {"escalate", verify.escalate},
+                        {"verify_ms", verify.verify.count()},
+                        {"finished_ms", ToMillis(verify.finished)},
+                        {"detected_ms", ToMillis(verify.detected_at)}});
+  }
+  root["verifies"] = std::move(verifies);
   root["journal_records"] = state.journal_records;
   // Names and versions come from users; replace invalid UTF-8 rather than throw.
   return root.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

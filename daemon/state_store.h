@@ -54,6 +54,25 @@ struct DeployRecord {
   bool operator==(const DeployRecord&) const = default;
 };
 
+// An executed action with `verify` whose verdict is still to come (docs/actions.md): a
+// restart checks it at the same wall-clock time it would have, and escalates the same way.
+struct PersistedVerify {
+  std::string rule;
+  std::string action;
+  std::string incident;
+  std::string grade;           // the grade the rule had entered when the action ran
+  std::string previous_grade;  // the one it left
+  std::string reason;
+  std::string service;
+  std::string summary;
+  std::string escalate;  // the action decided when the verify fails ("" = none)
+  Duration verify{0};
+  TimePoint finished;     // when the action finished: the verdict is due at finished + verify
+  TimePoint detected_at;  // when the triggering condition first held
+
+  bool operator==(const PersistedVerify&) const = default;
+};
+
 // The whole persisted document. Every field is keyed by a config name; entries for names
 // that a reloaded config no longer has are the caller's to drop.
 struct PersistedState {
@@ -63,6 +82,7 @@ struct PersistedState {
   std::map<std::string, IncidentState> incidents;  // rule name -> its open incident
   std::optional<TimePoint> paused_until;           // `rollguard pause`
   std::map<std::string, DeployRecord> deploys;     // service ("" = none given) -> latest
+  std::vector<PersistedVerify> verifies;           // pending, by due time
   // How many actions.jsonl records this document accounts for. Records past it were
   // journaled but not yet reflected here (a crash in between) and are replayed on start.
   uint64_t journal_records = 0;

@@ -58,6 +58,20 @@ PersistedState SampleState() {
   state.paused_until = FromMillis(1'700'000'000'000);
   state.deploys["api"] = DeployRecord{"1.4.2", FromMillis(3'000)};
   state.deploys[""] = DeployRecord{"", FromMillis(2'500)};
+  PersistedVerify verify;
+  verify.rule = "api";
+  verify.action = "rollback_api";
+  verify.incident = "api-4000";
+  verify.grade = "critical";
+  verify.previous_grade = "none";
+  verify.reason = "api.status >= 500 (503)";
+  verify.service = "api";
+  verify.summary = "api answers 503";
+  verify.escalate = "page_oncall";
+  verify.verify = std::chrono::minutes(5);
+  verify.finished = FromMillis(7'500);
+  verify.detected_at = FromMillis(3'900);
+  state.verifies.push_back(verify);
   state.journal_records = 42;
   return state;
 }

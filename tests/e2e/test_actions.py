@@ -361,6 +361,53 @@ def test_verify_passes_when_the_rule_recovers(setup, target, rollback, daemons, 
     daemon.stop()
 
 
+def test_a_pending_verify_survives_kill_9_and_escalates_after_the_restart(
+        setup, target, rollback, daemons, tmp_path):
+    config = setup(ESCALATION.replace("verify   = 1s", "verify   = 4s"))
+    daemon = start(daemons, config, target)
+    target.set_mode("error")  # the rollback does not heal: the rule stays critical
+    entries = wait_journal(config, lambda e: len(finished(e)) >= 1, "the rollback to finish")
+    finished_ms = finished(entries)[0]["ts_ms"]
+    time.sleep(1.5)  # the pending verify reaches state.json within a second
+    daemon.kill()
+    saved = json.loads((config.state_dir / "state.json").read_text())
+    assert [v["action"] for v in saved.get("verifies", [])] == ["rollback"], saved
+    # Down past the verify's due time (finished + 4s).
+    wait_until(lambda: time.time() * 1000 > finished_ms + 4500, 10, "the verify to fall due")
+
+    restarted = daemons(config)
+    entries = wait_journal(config, lambda e: len(decided(e)) >= 2, "the escalation after restart")
+    chosen = [(e["action"], e["decision"]) for e in decided(entries)]
+    assert chosen == [("rollback", "executed"), ("page", "executed")], entries
+    page = decided(entries)[1]
+    assert "rollback did not help" in page["reason"], page
+    assert page["incident"] == decided(entries)[0]["incident"], page
+    assert page["ts_ms"] - restarted.started_at * 1000 < 4000, "escalated long after the restart"
+    wait_until(lambda: (tmp_path / "page.marker").exists(), WAIT, "the page action to run")
+    assert len(rollback.runs()) == 1, "the restart re-ran the rollback"
+    restarted.stop()
+    saved = json.loads((config.state_dir / "state.json").read_text())
+    assert saved.get("verifies") == [], saved
+
+
+def test_a_pending_verify_passes_after_a_restart_when_the_rule_recovered(
+        setup, target, rollback, daemons, tmp_path):
+    config = setup(ESCALATION.replace("verify   = 1s", "verify   = 4s"))
+    daemon = start(daemons, config, target)
+    target.set_mode("error")
+    wait_journal(config, lambda e: len(finished(e)) >= 1, "the rollback to finish")
+    time.sleep(1.5)
+    daemon.stop()
+    target.set_mode("healthy")  # recovered while rollguard was down
+    restarted = start(daemons, config, target)
+    time.sleep(4.5)  # past the verify's due time
+    chosen = [(e["action"], e["decision"]) for e in decided(config.actions())]
+    assert chosen == [("rollback", "executed")], config.actions()
+    assert not (tmp_path / "page.marker").exists()
+    assert "verify of rollback for rule api: passed" in restarted.log()
+    restarted.stop()
+
+
 ARMED = """
     [rule api]
     critical    = api.status >= 500
