@@ -95,6 +95,16 @@ struct Metrics::Impl {
           .Name("rollguard_breaker_admitted")
           .Help("Actions the breaker admitted within its trailing window.")
           .Register(*registry);
+  Family<Gauge>& breaker_max_actions =
+      prometheus::BuildGauge()
+          .Name("rollguard_breaker_max_actions")
+          .Help("The breaker's max_actions: admitted / max_actions is the budget used.")
+          .Register(*registry);
+  Family<Gauge>& fleet_redis_up =
+      prometheus::BuildGauge()
+          .Name("rollguard_fleet_redis_up")
+          .Help("1 while a fleet breaker's Redis answers (scope = fleet breakers only).")
+          .Register(*registry);
   Family<Counter>& notifications = prometheus::BuildCounter()
                                        .Name("rollguard_notifications_total")
                                        .Help("Notifications sent, by notifier and result.")
@@ -149,6 +159,8 @@ struct Metrics::Impl {
   struct BreakerSeries {
     Gauge* open = nullptr;
     Gauge* admitted = nullptr;
+    Gauge* max_actions = nullptr;
+    Gauge* redis_up = nullptr;  // fleet breakers only
   };
   std::map<std::string, BreakerSeries> breakers;
 
@@ -341,14 +353,25 @@ void Metrics::OnBreakers(const std::vector<BreakerReport>& breakers, TimePoint /
     if (series.open == nullptr) {
       series.open = &m.breaker_open.Add({{"breaker", report.name}});
       series.admitted = &m.breaker_admitted.Add({{"breaker", report.name}});
+      series.max_actions = &m.breaker_max_actions.Add({{"breaker", report.name}});
     }
     series.open->Set(report.open ? 1 : 0);
     series.admitted->Set(report.admitted_in_window);
+    series.max_actions->Set(report.max_actions);
+    if (report.fleet && series.redis_up == nullptr) {
+      series.redis_up = &m.fleet_redis_up.Add({{"breaker", report.name}});
+    } else if (!report.fleet && series.redis_up != nullptr) {
+      m.fleet_redis_up.Remove(series.redis_up);
+      series.redis_up = nullptr;
+    }
+    if (series.redis_up != nullptr) series.redis_up->Set(report.redis_reachable ? 1 : 0);
   }
   for (auto it = m.breakers.begin(); it != m.breakers.end();) {
     if (seen.count(it->first) == 0) {
       m.breaker_open.Remove(it->second.open);
       m.breaker_admitted.Remove(it->second.admitted);
+      m.breaker_max_actions.Remove(it->second.max_actions);
+      if (it->second.redis_up != nullptr) m.fleet_redis_up.Remove(it->second.redis_up);
       it = m.breakers.erase(it);
     } else {
       ++it;

@@ -263,12 +263,27 @@ TEST_CASE("metrics: breakers and notifications", "[metrics]") {
   CHECK(Sample(metrics, "rollguard_breaker_open{breaker=\"default\"}") == "1");
   CHECK(Sample(metrics, "rollguard_breaker_admitted{breaker=\"default\"}") == "3");
   CHECK(Sample(metrics, "rollguard_breaker_open{breaker=\"db\"}") == "0");
+  CHECK(Sample(metrics, "rollguard_breaker_max_actions{breaker=\"default\"}") == "3");
+  CHECK_FALSE(HasSeriesContaining(metrics, "rollguard_fleet_redis_up"));  // local breakers
   breaker.open = false;
   breaker.admitted_in_window = 2;
   metrics.OnBreakers({breaker}, FromMillis(1000));
   CHECK(Sample(metrics, "rollguard_breaker_open{breaker=\"default\"}") == "0");
   CHECK(Sample(metrics, "rollguard_breaker_admitted{breaker=\"default\"}") == "2");
   CHECK_FALSE(HasSeriesContaining(metrics, "breaker=\"db\""));
+
+  // A fleet breaker also says whether its Redis answers.
+  BreakerReport fleet;
+  fleet.name = "fleet";
+  fleet.fleet = true;
+  fleet.redis_reachable = false;
+  metrics.OnBreakers({breaker, fleet}, FromMillis(2000));
+  CHECK(Sample(metrics, "rollguard_fleet_redis_up{breaker=\"fleet\"}") == "0");
+  fleet.redis_reachable = true;
+  metrics.OnBreakers({breaker, fleet}, FromMillis(3000));
+  CHECK(Sample(metrics, "rollguard_fleet_redis_up{breaker=\"fleet\"}") == "1");
+  metrics.OnBreakers({breaker}, FromMillis(4000));
+  CHECK_FALSE(HasSeriesContaining(metrics, "rollguard_fleet_redis_up"));
 
   metrics.CountNotification("slack", "sent");
   metrics.CountNotification("slack", "sent");
