@@ -6,7 +6,8 @@ ASAN_DIR ?= build-asan
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 45
 
-.PHONY: all deps build build-asan demo test test-release test-asan fuzz bench-rules bench bench-smoke bench-binaries check-format clean
+.PHONY: all deps build build-asan demo test test-release test-asan test-package package fuzz bench-rules
+.PHONY: bench bench-smoke bench-binaries check-format clean
 
 all: build
 
@@ -29,16 +30,26 @@ build-asan: deps $(ASAN_DIR)/Makefile
 demo: build
 	examples/quickstart/run-demo $(BUILD_DIR)/daemon/rollguard
 
-# The whole suite: the rule parser under libFuzzer for FUZZ_SECONDS, then every test twice,
-# in an optimised build and under AddressSanitizer + UBSan (ctest's summary comes last);
-# the benchmark smoke (seconds) runs before the tests.
-test: fuzz bench-smoke test-release test-asan
+# The whole suite: the rule parser under libFuzzer for FUZZ_SECONDS, the .deb installed,
+# upgraded and purged once, then every test twice, in an optimised build and under
+# AddressSanitizer + UBSan (ctest's summary comes last).
+test: fuzz test-package bench-smoke test-release test-asan
 
 test-release: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 test-asan: build-asan
 	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The .deb (and an .rpm where rpmbuild exists) of the optimised build, in
+# $(BUILD_DIR)/packages/: packaging/CMakeLists.txt.
+package: build
+	cd $(BUILD_DIR) && cpack
+
+# lintian, then install, upgrade, remove and purge that package on this machine (needs
+# root; the package is purged again even when the test fails): tests/package/test-package.
+test-package: package
+	tests/package/test-package $(BUILD_DIR)
 
 $(FUZZ_DIR)/Makefile:
 	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
