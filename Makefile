@@ -46,10 +46,11 @@ test-asan: build-asan
 package: build
 	cd $(BUILD_DIR) && cpack
 
-# lintian, then install, upgrade, remove and purge that package on this machine (needs
-# root; the package is purged again even when the test fails): tests/package/test-package.
+# lintian, then install, upgrade, remove and purge that package on this machine (as root,
+# through sudo otherwise; the package is purged even when the test fails):
+# tests/package/test-package.
 test-package: package
-	tests/package/test-package $(BUILD_DIR)
+	$(if $(filter 0,$(shell id -u)),,sudo) tests/package/test-package $(BUILD_DIR)
 
 $(FUZZ_DIR)/Makefile:
 	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
