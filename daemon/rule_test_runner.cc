@@ -16,6 +16,8 @@
 #include "common/strings.h"
 #include "daemon/action_planner.h"
 #include "daemon/config.h"
+#include "daemon/notification.h"
+#include "daemon/notifier.h"
 
 namespace rollguard {
 namespace {
@@ -33,7 +35,7 @@ struct Malformed {
 };
 
 struct Assertion {
-  enum class Kind { kGrade, kActions } kind;
+  enum class Kind { kGrade, kActions, kNotifications } kind;
   Duration at;
   std::string expected;  // the value as written
   SourceLocation where;
@@ -55,14 +57,30 @@ struct ValueLine {
   SourceLocation where;
 };
 
+// What an operator or a deploy script does at T: `deployed T = [service=S] [version=V]`,
+// `pause T = DURATION`, `resume T =`.
+struct ControlLine {
+  enum class Kind { kDeployed, kPause, kResume } kind;
+  Duration at;
+  std::string service;
+  std::string version;
+  Duration pause{0};
+  std::string text;  // as written, for the timeline
+  SourceLocation where;
+};
+
 struct TestCase {
   std::string name;
   SourceLocation where;
   std::vector<std::string> rule_files;
   std::string config_file;
   std::vector<ValueLine> inputs;
+  std::vector<ControlLine> controls;
   std::vector<Assertion> assertions;
 };
+
+constexpr const char* kTimedVerbs[] = {"at",       "grade", "actions", "notifications",
+                                       "deployed", "pause", "resume"};
 
 std::string Where(const SourceLocation& where) { return where.ToString() + ": "; }
 
@@ -156,7 +174,8 @@ std::optional<FieldValue> ParseLiteral(const std::string& text) {
 std::optional<std::string> ParseTimedKey(const std::string& key, std::string* verb, Duration* at) {
   const std::vector<std::string> words = SplitWords(key);
   verb->clear();
-  if (words.empty() || (words[0] != "at" && words[0] != "grade" && words[0] != "actions")) {
+  if (words.empty() || std::none_of(std::begin(kTimedVerbs), std::end(kTimedVerbs),
+                                    [&](const char* known) { return words[0] == known; })) {
     return std::nullopt;
   }
   *verb = words[0];
@@ -214,7 +233,40 @@ std::optional<Malformed> ParseTestCase(const IniSection& section, const std::str
     Duration at{};
     if (auto error = ParseTimedKey(entry.key, &verb, &at)) return Malformed{prefix + *error};
     if (verb.empty()) {
-      return Malformed{prefix + "expected rules, config, \"at T\", \"grade T\" or \"actions T\""};
+      return Malformed{prefix +
+                       "expected rules, config, \"at T\", \"grade T\", \"actions T\", "
+                       "\"notifications T\", \"deployed T\", \"pause T\" or \"resume T\""};
+    }
+    if (verb == "deployed" || verb == "pause" || verb == "resume") {
+      ControlLine control{ControlLine::Kind::kDeployed, at,         "", "", Duration{0},
+                          verb + " " + entry.value,     entry.where};
+      if (verb == "deployed") {
+        for (const std::string& word : SplitWords(entry.value)) {
+          if (StartsWith(word, "service=") && word.size() > 8) {
+            control.service = word.substr(8);
+          } else if (StartsWith(word, "version=") && word.size() > 8) {
+            control.version = word.substr(8);
+          } else {
+            return Malformed{prefix + "expected service=NAME and/or version=V, got \"" + word +
+                             "\""};
+          }
+        }
+      } else if (verb == "pause") {
+        control.kind = ControlLine::Kind::kPause;
+        auto duration = ParseDuration(Trim(entry.value));
+        if (!duration || duration->count() <= 0) {
+          return Malformed{prefix + "expected how long to pause, e.g. 30m, got \"" + entry.value +
+                           "\""};
+        }
+        control.pause = *duration;
+      } else {
+        control.kind = ControlLine::Kind::kResume;
+        if (!Trim(entry.value).empty()) {
+          return Malformed{prefix + "expected no value, got \"" + entry.value + "\""};
+        }
+      }
+      test->controls.push_back(std::move(control));
+      continue;
     }
     if (verb == "at") {
       ValueLine line{at, entry.value, {}, entry.where};
@@ -227,9 +279,10 @@ std::optional<Malformed> ParseTestCase(const IniSection& section, const std::str
       }
       test->inputs.push_back(std::move(line));
     } else {
-      test->assertions.push_back(
-          {verb == "grade" ? Assertion::Kind::kGrade : Assertion::Kind::kActions, at, entry.value,
-           entry.where});
+      test->assertions.push_back({verb == "grade"     ? Assertion::Kind::kGrade
+                                  : verb == "actions" ? Assertion::Kind::kActions
+                                                      : Assertion::Kind::kNotifications,
+                                  at, entry.value, entry.where});
     }
   }
   if (test->rule_files.empty()) {
@@ -238,7 +291,8 @@ std::optional<Malformed> ParseTestCase(const IniSection& section, const std::str
   }
   if (test->assertions.empty()) {
     return Malformed{Where(section.where) + title +
-                     "expected at least one \"grade T = RULE:GRADE\" or \"actions T = ...\" "
+                     "expected at least one \"grade T = RULE:GRADE\", \"actions T = ...\" or "
+                     "\"notifications T = ...\" "
                      "(a test that asserts nothing always passes)"};
   }
   return std::nullopt;
@@ -281,8 +335,9 @@ struct SimulatedProbe {
 class Simulation {
  public:
   Simulation(Config config, bool dry_run)
-      : config_(std::move(config)), dry_run_(dry_run || config_.daemon.dry_run) {
+      : config_(std::move(config)), dry_run_(dry_run || config_.daemon.dry_run), router_("test") {
     planner_.Configure(config_.breakers);
+    Notify(router_.Configure(config_, TimePoint{}), TimePoint{});
     for (const auto& probe : config_.probes) {
       SimulatedProbe simulated;
       simulated.interval = probe->spec().interval;
@@ -373,6 +428,23 @@ class Simulation {
     }
   }
 
+  // Applies one `deployed`, `pause` or `resume` line.
+  void Apply(const ControlLine& control) {
+    const TimePoint now = TimePoint{} + control.at;
+    timeline_ += TimeColumn(control.at) + control.text + "\n";
+    switch (control.kind) {
+      case ControlLine::Kind::kDeployed:
+        deploys_[control.service] = now;
+        break;
+      case ControlLine::Kind::kPause:
+        paused_until_ = now + control.pause;
+        break;
+      case ControlLine::Kind::kResume:
+        paused_until_.reset();
+        break;
+    }
+  }
+
   // Everything that happens at simulated time `t`: probe reports, then the sweep.
   void Step(Duration t) {
     const TimePoint now = TimePoint{} + t;
@@ -392,6 +464,7 @@ class Simulation {
       for (size_t i = 0; i < config_.rules->size(); ++i) {
         if (now - last_evaluated_[i] >= kSweepInterval) Evaluate(i, now);
       }
+      Notify(router_.OnBreakers(Breakers(now), now), now);
     }
   }
 
@@ -405,6 +478,7 @@ class Simulation {
   const Config& config() const { return config_; }
   const RuleSet& rules() const { return *config_.rules; }
   const std::vector<std::string>& decisions() const { return decisions_; }
+  const std::vector<std::string>& notifications() const { return notifications_; }
   const std::string& timeline() const { return timeline_; }
 
  private:
@@ -414,10 +488,61 @@ class Simulation {
     return names.empty() ? "none declared" : names;
   }
 
+  // What the daemon's notifiers would send, as NOTIFIER:KIND, in order.
+  void Notify(const std::vector<Delivery>& deliveries, TimePoint now) {
+    for (const Delivery& delivery : deliveries) {
+      notifications_.push_back(delivery.notifier + ":" +
+                               std::string(NotificationKindName(delivery.notification.kind)));
+      timeline_ += TimeColumn(now.time_since_epoch()) + "notify " + notifications_.back() + "\n";
+    }
+  }
+
+  // The breakers as the daemon reports them to its observers.
+  std::vector<BreakerReport> Breakers(TimePoint now) const {
+    std::vector<BreakerReport> reports;
+    for (const std::string& name : planner_.BreakerNames()) {
+      const Breaker* breaker = planner_.FindBreaker(name);
+      BreakerReport report;
+      report.name = name.empty() ? "default" : name;
+      report.open = breaker->IsOpen(now);
+      report.admitted_in_window = breaker->AdmittedInWindow(now);
+      report.max_actions = breaker->policy().max_actions;
+      report.open_until = breaker->OpenUntil(now);
+      reports.push_back(std::move(report));
+    }
+    return reports;
+  }
+
+  // The latest deploy that arms the actions of a rule with `service` (as the daemon: a
+  // deploy of that service or one without a service; any deploy when `service` is "").
+  std::optional<TimePoint> LastDeployFor(const std::string& service) const {
+    std::optional<TimePoint> latest;
+    for (const auto& [deployed, time] : deploys_) {
+      if (!service.empty() && !deployed.empty() && deployed != service) continue;
+      if (!latest || time > *latest) latest = time;
+    }
+    return latest;
+  }
+
   void Evaluate(size_t index, TimePoint now) {
     last_evaluated_[index] = now;
     const RuleOutcome outcome = config_.rules->Evaluate(index, now);
-    if (!outcome.changed) return;
+    std::vector<JournalRecord> executed;
+    if (outcome.changed) Decide(index, outcome, now, &executed);
+    Notify(router_.OnRuleEvaluated(*config_.rules, index, outcome, now), now);
+    // Simulated actions succeed at once.
+    for (JournalRecord& record : executed) {
+      record.phase = JournalPhase::kFinished;
+      record.result = "ok";
+      record.exit_code = 0;
+      record.duration_seconds = 0;
+      Notify(router_.OnActionFinished(record), now);
+    }
+    if (!executed.empty()) Notify(router_.OnBreakers(Breakers(now), now), now);
+  }
+
+  void Decide(size_t index, const RuleOutcome& outcome, TimePoint now,
+              std::vector<JournalRecord>* executed) {
     const RuleDefinition& rule = config_.rules->definition(index);
     timeline_ += TimeColumn(now.time_since_epoch()) + rule.name + ": " +
                  (outcome.previous_known ? std::string(GradeName(outcome.previous)) : "none") +
@@ -430,12 +555,32 @@ class Simulation {
       context.now = now;
       context.dry_run = dry_run_;
       context.held_by = outcome.held_by;
+      context.paused = paused_until_ && *paused_until_ > now;
+      const auto service = rule.labels.find("service");
+      context.last_deploy = LastDeployFor(service == rule.labels.end() ? "" : service->second);
       PlannedAction plan = planner_.Decide(*action, context);
       // A fleet breaker is simulated as a fleet of this one daemon: its local copy decides.
-      if (plan.fleet_pending) plan = planner_.AdmitLocally(*action, now, false);
+      if (plan.fleet_pending) {
+        const auto armed_until = plan.armed_until;
+        plan = planner_.AdmitLocally(*action, now, false);
+        plan.armed_until = armed_until;
+      }
       decisions_.push_back(name + ":" + std::string(DecisionName(plan.decision)));
       timeline_ += TimeColumn(now.time_since_epoch()) + "action " + decisions_.back() +
                    (plan.why.empty() ? "" : " (" + plan.why + ")") + "\n";
+      JournalRecord record;
+      record.time = now;
+      record.rule = rule.name;
+      record.action = name;
+      record.grade = std::string(GradeName(outcome.grade));
+      record.previous_grade =
+          outcome.previous_known ? std::string(GradeName(outcome.previous)) : "none";
+      record.decision = std::string(DecisionName(plan.decision));
+      record.reason = outcome.reason;
+      record.breaker = action->breaker.empty() ? "default" : action->breaker;
+      record.open_until = plan.open_until;
+      Notify(router_.OnActionDecided(record, plan), now);
+      if (plan.decision == ActionDecision::kExecuted) executed->push_back(record);
     }
   }
 
@@ -445,6 +590,10 @@ class Simulation {
   std::map<std::string, SimulatedProbe> probes_;
   std::vector<TimePoint> last_evaluated_;
   std::vector<std::string> decisions_;
+  std::vector<std::string> notifications_;
+  std::map<std::string, TimePoint> deploys_;  // service ("" = none given) -> latest
+  std::optional<TimePoint> paused_until_;
+  NotificationRouter router_;
   std::string timeline_;
 };
 
@@ -461,6 +610,35 @@ std::optional<Malformed> ValidateAssertion(const Assertion& assertion, const Con
     const size_t colon = pair.find(':');
     const std::string name = pair.substr(0, colon);
     const std::string value = colon == std::string::npos ? "" : pair.substr(colon + 1);
+    if (assertion.kind == Assertion::Kind::kNotifications) {
+      std::string notifiers;
+      bool known_notifier = false;
+      for (const NotifierConfig& notifier : config.notifiers) {
+        notifiers += (notifiers.empty() ? "" : ", ") + notifier.name;
+        known_notifier = known_notifier || notifier.name == name;
+      }
+      if (colon == std::string::npos) {
+        return Malformed{prefix + "expected NOTIFIER:KIND, got \"" + pair + "\""};
+      }
+      if (!known_notifier) {
+        return Malformed{
+            prefix + "expected a notifier of the test's config (" +
+            (notifiers.empty() ? "none: add config = FILE with [notifier NAME]" : notifiers) +
+            "), got \"" + name + "\" in \"" + pair + "\""};
+      }
+      std::string kinds;
+      bool known_kind = false;
+      for (int k = 0; k <= static_cast<int>(NotificationKind::kReloadRecovered); ++k) {
+        const std::string_view kind = NotificationKindName(static_cast<NotificationKind>(k));
+        kinds += (kinds.empty() ? "" : ", ") + std::string(kind);
+        known_kind = known_kind || kind == value;
+      }
+      if (!known_kind) {
+        return Malformed{prefix + "expected a notification kind (" + kinds + "), got \"" + value +
+                         "\" in \"" + pair + "\""};
+      }
+      continue;
+    }
     if (assertion.kind == Assertion::Kind::kGrade) {
       if (colon == std::string::npos) {
         return Malformed{prefix + "expected RULE:GRADE, got \"" + pair + "\""};
@@ -516,10 +694,12 @@ std::string CheckGrades(const Assertion& assertion, const RuleSet& rules) {
   return failures;
 }
 
-std::string CheckActions(const Assertion& assertion, const std::vector<std::string>& actual) {
+// Checks the complete ordered list of action decisions (or notifications) up to T.
+std::string CheckList(const Assertion& assertion, const std::vector<std::string>& actual) {
   const std::vector<std::string> expected = SplitWords(assertion.expected);
   if (expected == actual) return "";
-  return "    " + Where(assertion.where) + "actions up to " + FormatDuration(assertion.at) +
+  const char* what = assertion.kind == Assertion::Kind::kActions ? "actions" : "notifications";
+  return "    " + Where(assertion.where) + what + " up to " + FormatDuration(assertion.at) +
          ":\n      expected: " + (expected.empty() ? "(none)" : JoinWords(expected)) +
          "\n      actual:   " + (actual.empty() ? "(none)" : JoinWords(actual)) + "\n";
 }
@@ -561,7 +741,9 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   }
   for (const Assertion& assertion : test.assertions) {
     const std::string prefix = Where(assertion.where) + title +
-                               (assertion.kind == Assertion::Kind::kGrade ? "grade " : "actions ") +
+                               (assertion.kind == Assertion::Kind::kGrade     ? "grade "
+                                : assertion.kind == Assertion::Kind::kActions ? "actions "
+                                                                              : "notifications ") +
                                FormatDuration(assertion.at) + ": ";
     if (auto malformed = ValidateAssertion(assertion, simulation.config(), prefix)) {
       ReportError(malformed->message, report);
@@ -573,6 +755,7 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   // those) each probe slot and sweep, which all fall on multiples of their gcd.
   Duration end{0};
   for (const ValueLine& input : test.inputs) end = std::max(end, input.at);
+  for (const ControlLine& control : test.controls) end = std::max(end, control.at);
   for (const Assertion& assertion : test.assertions) end = std::max(end, assertion.at);
   const int64_t step = simulation.StepSize().count();
   if (end.count() / step > kMaxInstants) {
@@ -589,24 +772,40 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   std::vector<Assertion> assertions = test.assertions;
   std::stable_sort(assertions.begin(), assertions.end(),
                    [](const Assertion& a, const Assertion& b) { return a.at < b.at; });
+  std::vector<ControlLine> controls = test.controls;
+  std::stable_sort(controls.begin(), controls.end(),
+                   [](const ControlLine& a, const ControlLine& b) { return a.at < b.at; });
   std::set<int64_t> instants;
   for (const ValueLine& input : inputs) instants.insert(input.at.count());
+  for (const ControlLine& control : controls) instants.insert(control.at.count());
   for (const Assertion& assertion : assertions) instants.insert(assertion.at.count());
   for (int64_t t = 0; t <= end.count(); t += step) instants.insert(t);
 
   std::string failures;
   size_t next_input = 0;
+  size_t next_control = 0;
   size_t next_assertion = 0;
   for (int64_t t : instants) {
+    while (next_control < controls.size() && controls[next_control].at.count() <= t) {
+      simulation.Apply(controls[next_control++]);
+    }
     while (next_input < inputs.size() && inputs[next_input].at.count() <= t) {
       simulation.Apply(inputs[next_input++]);
     }
     simulation.Step(Duration{t});
     while (next_assertion < assertions.size() && assertions[next_assertion].at.count() <= t) {
       const Assertion& assertion = assertions[next_assertion++];
-      failures += assertion.kind == Assertion::Kind::kGrade
-                      ? CheckGrades(assertion, simulation.rules())
-                      : CheckActions(assertion, simulation.decisions());
+      switch (assertion.kind) {
+        case Assertion::Kind::kGrade:
+          failures += CheckGrades(assertion, simulation.rules());
+          break;
+        case Assertion::Kind::kActions:
+          failures += CheckList(assertion, simulation.decisions());
+          break;
+        case Assertion::Kind::kNotifications:
+          failures += CheckList(assertion, simulation.notifications());
+          break;
+      }
     }
   }
   if (failures.empty()) {
@@ -616,7 +815,7 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   }
   ++report->failed;
   report->output += "FAIL " + test.name + " (" + test.where.ToString() + ")\n" + failures +
-                    "    timeline (inputs, grade changes, action decisions):\n" +
+                    "    timeline (inputs, grade changes, action decisions, notifications):\n" +
                     simulation.timeline();
 }
 

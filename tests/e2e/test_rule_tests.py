@@ -5,8 +5,9 @@ on it from `/`, so relative paths must resolve against the test file. The simula
 exact (simulated time, no clock): a grade asserted one second too early must fail, so
 most tests assert both sides of each boundary.
 
-Notifications are not asserted: rollguard has no notifiers yet (spec §6 names grades and
-action decisions; that is what the runner checks).
+Beyond the spec's grade and action assertions, a test can record what an operator or a
+deploy script does (`deployed`, `pause`, `resume`) and assert the notifications the
+config's notifiers would send (`notifications T = NOTIFIER:KIND ...`; docs/rule-tests.md).
 """
 
 import re
@@ -432,6 +433,133 @@ def test_armed_action_without_a_deploy_is_suppressed_unarmed(tmp_path):
         actions 10s = rollback:suppressed_unarmed
     """)
     assert_passes(rule_test(tests))
+
+
+def test_deployed_arms_an_action_for_its_window(tmp_path):
+    rules = action_rules().replace("cooldown = 0s", "cooldown = 0s\narm = 30m").replace(
+        "on_critical = rollback", "on_critical = rollback\nlabels = service=api")
+    write(tmp_path, "arm.rules", rules)
+    tests = write(tmp_path, "arm_test.ini", """
+        [test armed_by_a_deploy]
+        rules = arm.rules
+        deployed 0s = service=api version=v42
+        at 1m = api.status=503
+        at 2m = api.status=200
+        actions 1m = rollback:executed
+        ; 30m after the deploy the window has closed.
+        at 30m = api.status=503
+        actions 31m = rollback:executed rollback:suppressed_unarmed
+
+        [test another_service_does_not_arm_it]
+        rules = arm.rules
+        deployed 0s = service=web
+        at 1m = api.status=503
+        actions 2m = rollback:suppressed_unarmed
+
+        [test a_deploy_without_service_arms_every_rule]
+        rules = arm.rules
+        deployed 0s =
+        at 1m = api.status=503
+        actions 2m = rollback:executed
+    """)
+    assert_passes(rule_test(tests), count=3)
+    # One second past the window must fail: the assertion can tell.
+    late = write(tmp_path, "late_test.ini", """
+        [test late]
+        rules = arm.rules
+        deployed 0s = service=api
+        at 30m = api.status=503
+        actions 31m = rollback:executed
+    """)
+    result = rule_test(late)
+    assert_fails(result)
+    assert "rollback:suppressed_unarmed" in result.stdout, result.stdout
+
+
+def test_pause_and_resume_in_a_rule_test(tmp_path):
+    write(tmp_path, "api.rules", action_rules())
+    tests = write(tmp_path, "pause_test.ini", "[test paused]\nrules = api.rules\n" +
+                  "pause 0s = 1m30s\n" + textwrap.dedent(FLAPPING) + """
+        actions 4m = rollback:suppressed_paused rollback:suppressed_paused rollback:executed rollback:executed rollback:executed
+
+        [test resumed]
+        rules = api.rules
+        pause 0s = 1h
+        resume 1m30s =
+    """ + textwrap.dedent(FLAPPING) + """
+        actions 2m = rollback:suppressed_paused rollback:suppressed_paused rollback:executed
+    """)
+    assert_passes(rule_test(tests), count=2)
+
+
+NOTIFY_CONF = """
+    [daemon]
+    include = rules.d/*.rules
+
+    [notifier slack]
+    type      = slack
+    url       = http://127.0.0.1:9/hook
+    min_grade = critical
+
+    [notifier pager]
+    type      = webhook
+    url       = http://127.0.0.1:9/pager
+    min_grade = failure
+"""
+
+
+def test_notifications_are_asserted_in_order(tmp_path):
+    write(tmp_path, "rules.d/api.rules", action_rules())
+    write(tmp_path, "rollguard.conf", NOTIFY_CONF)
+    tests = write(tmp_path, "notify_test.ini", """
+        [test notified]
+        rules  = rules.d/api.rules
+        config = rollguard.conf
+        at 0s  = api.status=200
+        notifications 0s =
+        at 1m  = api.status=503
+        notifications 59s =
+        ; critical reaches slack with the decision in its message; the pager (min_grade
+        ; failure) does not hear of the grade, so it hears of the decision on its own, and
+        ; both hear the result (docs/notifications.md).
+        notifications 1m = slack:grade_changed pager:action_decided slack:action_finished pager:action_finished
+        at 2m  = api.status=200
+        notifications 2m = slack:grade_changed pager:action_decided slack:action_finished pager:action_finished slack:resolved
+    """)
+    assert_passes(rule_test(tests))
+    wrong = write(tmp_path, "wrong_test.ini", """
+        [test wrong]
+        rules  = rules.d/api.rules
+        config = rollguard.conf
+        at 0s  = api.status=503
+        notifications 10s = pager:grade_changed
+    """)
+    result = rule_test(wrong)
+    assert_fails(result)
+    assert "expected: pager:grade_changed" in result.stdout, result.stdout
+    assert "actual:   slack:grade_changed pager:action_decided" in result.stdout, result.stdout
+    assert "notify slack:grade_changed" in result.stdout, "the timeline shows notifications"
+
+
+def test_notifications_name_known_notifiers_and_kinds(tmp_path):
+    write(tmp_path, "rules.d/api.rules", action_rules())
+    write(tmp_path, "rollguard.conf", NOTIFY_CONF)
+    tests = write(tmp_path, "bad_test.ini", """
+        [test bad]
+        rules  = rules.d/api.rules
+        config = rollguard.conf
+        at 0s  = api.status=503
+        notifications 10s = email:grade_changed
+    """)
+    assert_malformed(rule_test(tests), "bad_test.ini", 5, "email", "slack, pager")
+    tests = write(tmp_path, "kind_test.ini", """
+        [test kind]
+        rules  = rules.d/api.rules
+        config = rollguard.conf
+        at 0s  = api.status=503
+        notifications 10s = slack:fired
+    """)
+    assert_malformed(rule_test(tests), "kind_test.ini", 5, "fired", "grade_changed")
 
 
 # --------------------------------------------------------------------------------------
