@@ -251,3 +251,59 @@ def test_control_socket_refuses_an_unprivileged_user(make_config, target, rollba
         daemon.stop()
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+@pytest.fixture
+def rollguard_group_member(throwaway_user):
+    """The throwaway user as a member of group rollguard (created for the test when the
+    machine has none, and removed again)."""
+    import grp
+    created = False
+    try:
+        grp.getgrnam("rollguard")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "rollguard"], check=True, capture_output=True)
+        created = True
+    try:
+        subprocess.run(["usermod", "-a", "-G", "rollguard", throwaway_user.pw_name], check=True,
+                       capture_output=True)
+        yield throwaway_user
+    finally:
+        if created:
+            subprocess.run(["groupdel", "rollguard"], capture_output=True)
+
+
+def test_control_socket_admits_a_member_of_the_rollguard_group(make_config, target, rollback,
+                                                               daemons, rollguard_group_member):
+    public = Path(tempfile.mkdtemp(prefix="rollguard-socket-"))
+    try:
+        public.chmod(0o755)
+        config = make_config(MAIN, {"api.rules": API_RULES}, folder="conf",
+                             socket=public / "rollguard.sock", max_actions=1)
+        daemon = daemons(config)
+        wait_socket(config, daemon)
+        info = (public / "rollguard.sock").stat()
+        import grp
+        assert grp.getgrgid(info.st_gid).gr_name == "rollguard", "socket not owned by the group"
+        assert info.st_mode & 0o060 == 0o060 and info.st_mode & 0o007 == 0, oct(info.st_mode)
+        readable = public / "client.conf"
+        readable.write_text(f"[daemon]\nsocket = {public / 'rollguard.sock'}\n")
+        readable.chmod(0o644)
+
+        def as_member(*command):
+            return subprocess.run(
+                ["runuser", "-u", rollguard_group_member.pw_name, "--", binary(), *command,
+                 "--config", str(readable)], capture_output=True, text=True, timeout=30, cwd="/")
+
+        status = as_member("status")
+        assert status.returncode == 0, status
+        assert "RULES" in status.stdout and "api" in status.stdout, status.stdout
+        paused = as_member("pause", "10m")
+        assert paused.returncode == 0, paused
+        # The member's pause took effect in the daemon, as root sees it.
+        assert "PAUSED until" in cli(config, "status").stdout
+        assert as_member("resume").returncode == 0
+        assert "actions: enabled" in cli(config, "status").stdout
+        daemon.stop()
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
