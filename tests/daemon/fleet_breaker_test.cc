@@ -53,6 +53,37 @@ FleetVerdict AdmitNow(EventLoop& loop, FleetBreakerClient& client, FleetAdmissio
 
 TimePoint At(Duration offset) { return FromMillis(1'800'000'000'000) + offset; }
 
+// An admission asked by daemon `holder`; with `claim`, for a fleet action.
+FleetAdmission Request(const std::string& breaker, const BreakerPolicy& policy,
+                       const std::string& holder, const std::string& claim = "",
+                       Duration claim_ttl = Duration{0}) {
+  FleetAdmission admission;
+  admission.breaker = breaker;
+  admission.policy = policy;
+  admission.holder = holder;
+  admission.member = "m";
+  admission.claim = claim;
+  admission.claim_ttl = claim_ttl;
+  return admission;
+}
+
+FleetBreakerView RefreshNow(EventLoop& loop, FleetBreakerClient& client, TimePoint now) {
+  std::optional<FleetBreakerView> view;
+  client.Refresh(now, [&](const FleetBreakerView& v) { view = v; });
+  REQUIRE(loop.RunUntil([&] { return view.has_value(); }));
+  return *view;
+}
+
+// The planner's decision for a fleet action `rollback` on breaker `breaker`.
+PlannedAction Conclude(const std::string& breaker, const FleetVerdict& verdict, bool fail_open) {
+  ActionPlanner planner;
+  ActionConfig action;
+  action.name = "rollback";
+  action.breaker = breaker;
+  action.fleet = true;
+  return planner.CompleteFleet(action, verdict.now, verdict, fail_open);
+}
+
 }  // namespace
 
 TEST_CASE("fleet breaker: the admission script decides as the local Breaker on the same times",
@@ -83,10 +114,7 @@ TEST_CASE("fleet breaker: the admission script decides as the local Breaker on t
       if (const auto until = local.OpenUntil(At(offset)); until && i % 5 == 0) {
         offset = *until - At(Duration{0});  // exactly when it may admit again
       }
-      FleetAdmission admission;
-      admission.breaker = name;
-      admission.policy = policy;
-      admission.holder = "d1";
+      FleetAdmission admission = Request(name, policy, "d1");
       admission.member = std::to_string(i);
       admission.now = At(offset);
       const FleetVerdict fleet = AdmitNow(loop, client, admission);
@@ -122,12 +150,8 @@ TEST_CASE("fleet breaker: twenty daemons racing for the last slots get exactly m
   for (int i = 0; i < 20; ++i) {
     daemons.push_back(
         std::make_unique<FleetBreakerClient>(loop.get(), "race", policy, Settings(*server)));
-    FleetAdmission admission;
-    admission.breaker = "race";
-    admission.policy = policy;
-    admission.holder = "d" + std::to_string(i);
-    admission.member = "m";
-    daemons.back()->Admit(admission, [&verdicts, i](FleetVerdict v) { verdicts[i] = v; });
+    daemons.back()->Admit(Request("race", policy, "d" + std::to_string(i)),
+                          [&verdicts, i](FleetVerdict v) { verdicts[i] = v; });
   }
   REQUIRE(loop.RunUntil([&] {
     for (const auto& v : verdicts)
@@ -160,14 +184,7 @@ TEST_CASE("fleet action: the first claim runs, the others see its holder and the
   FleetBreakerClient d1(loop.get(), "fleet", policy, settings);
   FleetBreakerClient d2(loop.get(), "fleet", policy, settings);
   auto admission = [&](const std::string& holder) {
-    FleetAdmission a;
-    a.breaker = "fleet";
-    a.policy = policy;
-    a.holder = holder;
-    a.member = "x";
-    a.claim = "rollback:api@v42";
-    a.claim_ttl = std::chrono::hours(24);
-    return a;
+    return Request("fleet", policy, holder, "rollback:api@v42", std::chrono::hours(24));
   };
   const FleetVerdict first = AdmitNow(loop, d1, admission("d1"));
   REQUIRE(first.kind == FleetVerdict::Kind::kAdmitted);
@@ -183,13 +200,7 @@ TEST_CASE("fleet action: the first claim runs, the others see its holder and the
   CHECK(*second.lease_until > second.now);  // renewed: not lost
 
   // The planner's sentence for it names the holder.
-  ActionPlanner planner;
-  planner.Configure({BreakerConfig{"fleet", policy, {}, settings}});
-  ActionConfig action;
-  action.name = "rollback";
-  action.breaker = "fleet";
-  action.fleet = true;
-  PlannedAction plan = planner.CompleteFleet(action, second.now, second, false);
+  PlannedAction plan = Conclude("fleet", second, false);
   CHECK(plan.decision == ActionDecision::kSuppressedFleet);
   CHECK(plan.why == "claimed by d1 (running)");
 
@@ -198,15 +209,13 @@ TEST_CASE("fleet action: the first claim runs, the others see its holder and the
   second = AdmitNow(loop, d2, admission("d2"));
   REQUIRE(second.kind == FleetVerdict::Kind::kClaimed);
   CHECK(second.holder_result == "ok");
-  CHECK(planner.CompleteFleet(action, second.now, second, false).why == "claimed by d1 (ok)");
+  CHECK(Conclude("fleet", second, false).why == "claimed by d1 (ok)");
 
   // The status view lists no running holder any more, and one admission.
-  std::optional<FleetBreakerView> view;
-  d2.Refresh(second.now, [&](const FleetBreakerView& v) { view = v; });
-  REQUIRE(loop.RunUntil([&] { return view.has_value(); }));
-  CHECK(view->reachable);
-  CHECK(view->admitted_in_window == 1);
-  CHECK(view->holders.empty());
+  const FleetBreakerView view = RefreshNow(loop, d2, second.now);
+  CHECK(view.reachable);
+  CHECK(view.admitted_in_window == 1);
+  CHECK(view.holders.empty());
 }
 
 TEST_CASE("fleet action: a holder that stops renewing is lost, and still nobody else runs it",
@@ -219,31 +228,18 @@ TEST_CASE("fleet action: a holder that stops renewing is lost, and still nobody 
   settings.lease = 1s;
   FleetBreakerClient d1(loop.get(), "fleet", policy, settings);
   FleetBreakerClient d2(loop.get(), "fleet", policy, settings);
-  FleetAdmission a;
-  a.breaker = "fleet";
-  a.policy = policy;
-  a.holder = "d1";
-  a.member = "x";
-  a.claim = "rollback:api";
-  a.claim_ttl = std::chrono::minutes(10);
-  REQUIRE(AdmitNow(loop, d1, a).kind == FleetVerdict::Kind::kAdmitted);
+  REQUIRE(AdmitNow(loop, d1, Request("fleet", policy, "d1", "rollback:api", 10min)).kind ==
+          FleetVerdict::Kind::kAdmitted);
   // d1 "dies": no Hold(), no Release().
-  std::optional<FleetBreakerView> view;
-  d2.Refresh(FromMillis(0), [&](const FleetBreakerView& v) { view = v; });
-  REQUIRE(loop.RunUntil([&] { return view.has_value(); }));
-  REQUIRE(view->holders.size() == 1);
-  CHECK(view->holders[0].rfind("d1 holds rollback:api (lease until", 0) == 0);
+  const FleetBreakerView view = RefreshNow(loop, d2, FromMillis(0));
+  REQUIRE(view.holders.size() == 1);
+  CHECK(view.holders[0].rfind("d1 holds rollback:api (lease until", 0) == 0);
 
   loop.RunFor(1300ms);
-  a.holder = "d2";
-  const FleetVerdict later = AdmitNow(loop, d2, a);
+  const FleetVerdict later =
+      AdmitNow(loop, d2, Request("fleet", policy, "d2", "rollback:api", 10min));
   REQUIRE(later.kind == FleetVerdict::Kind::kClaimed);
-  ActionPlanner planner;
-  ActionConfig action;
-  action.name = "rollback";
-  action.breaker = "fleet";
-  action.fleet = true;
-  const PlannedAction plan = planner.CompleteFleet(action, later.now, later, true);
+  const PlannedAction plan = Conclude("fleet", later, true);
   CHECK(plan.decision == ActionDecision::kSuppressedFleet);  // fail_open does not apply
   CHECK(plan.why.find("claimed by d1 (lease lost") == 0);
 }
@@ -257,13 +253,8 @@ TEST_CASE("fleet breaker: an unreachable Redis fails closed, or open when asked"
   settings.target.timeout = 500ms;
   server->Kill();
   FleetBreakerClient client(loop.get(), "gone", policy, settings);
-  FleetAdmission admission;
-  admission.breaker = "gone";
-  admission.policy = policy;
-  admission.holder = "d1";
-  admission.member = "1";
   const auto started = std::chrono::steady_clock::now();
-  const FleetVerdict verdict = AdmitNow(loop, client, admission);
+  const FleetVerdict verdict = AdmitNow(loop, client, Request("gone", policy, "d1"));
   CHECK(std::chrono::steady_clock::now() - started < 1500ms);
   REQUIRE(verdict.kind == FleetVerdict::Kind::kUnreachable);
   CHECK(verdict.error == "connection refused");
