@@ -23,7 +23,7 @@ bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<Breaker
     if (a[i].name != b[i].name || a[i].open != b[i].open ||
         a[i].admitted_in_window != b[i].admitted_in_window ||
         a[i].max_actions != b[i].max_actions || a[i].open_until != b[i].open_until ||
-        a[i].redis_reachable != b[i].redis_reachable || a[i].holders != b[i].holders) {
+        a[i].redis_reachable != b[i].redis_reachable || a[i].claims != b[i].claims) {
       return false;
     }
   }
@@ -143,6 +143,7 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
   ProbeEntry& entry = probes_[it->second];
   entry.last = result;
   entry.reported_at = now;
+  entry.rendered.clear();
   dirty_ = true;
 }
 
@@ -169,6 +170,7 @@ void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const Rule
   entry.held_by = outcome.held_by;
   entry.config_error = outcome.config_error;
   entry.evaluated_at = now;
+  entry.rendered.clear();
 }
 
 void StatusBoard::OnActionDecided(const JournalRecord& record, const PlannedAction& /*plan*/,
@@ -202,40 +204,24 @@ void StatusBoard::SetPausedUntil(std::optional<TimePoint> until) {
 }
 
 std::string StatusBoard::Json() const {
-  json rules = json::array();
-  for (const RuleEntry& rule : rules_) {
-    rules.push_back({
-        {"name", rule.name},
-        {"grade", rule.grade},
-        {"since", TimeOrNull(rule.since)},
-        {"stale", rule.stale},
-        {"reason", rule.reason},
-        {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
-        {"config_error", rule.config_error},
-        {"evaluated_at", TimeOrNull(rule.evaluated_at)},
-        {"labels", rule.labels},
-        {"probes", rule.probes},
-    });
-  }
-
-  json probes = json::array();
-  for (const ProbeEntry& probe : probes_) {
-    json entry = {
-        {"name", probe.name},         {"type", probe.type},
-        {"labels", probe.labels},     {"up", nullptr},
-        {"latency_seconds", nullptr}, {"fields", json::object()},
-        {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
-    };
-    if (probe.last) {
-      entry["up"] = probe.last->up;
-      entry["latency_seconds"] = probe.last->latency_seconds;
-      for (const auto& [field, value] : probe.last->fields)
-        entry["fields"][field] = FieldJson(value);
-      if (!probe.last->error.empty()) entry["error"] = probe.last->error;
-      entry["config_error"] = probe.last->config_error;
+  // The document is assembled by hand in the order nlohmann's sorted objects would dump
+  // it, so rule and probe entries can be spliced in from their cached renderings. Probe
+  // errors and reasons are text from the outside world: invalid UTF-8 is replaced, never
+  // turned into an exception.
+  auto dump = [](const json& value) {
+    return value.dump(-1, ' ', false, json::error_handler_t::replace);
+  };
+  auto append_entries = [](std::string& out, const auto& entries, const auto& render) {
+    out += '[';
+    bool first = true;
+    for (const auto& entry : entries) {
+      if (entry.rendered.empty()) entry.rendered = render(entry);
+      if (!first) out += ',';
+      out += entry.rendered;
+      first = false;
     }
-    probes.push_back(std::move(entry));
-  }
+    out += ']';
+  };
 
   json breakers = json::array();
   for (const BreakerReport& breaker : breakers_) {
@@ -254,7 +240,7 @@ std::string StatusBoard::Json() const {
       entry["redis_reachable"] = breaker.redis_reachable;
       entry["redis_error"] =
           breaker.redis_error.empty() ? json(nullptr) : json(breaker.redis_error);
-      entry["holders"] = breaker.holders;
+      entry["claims"] = breaker.claims;
     }
   }
 
@@ -262,25 +248,51 @@ std::string StatusBoard::Json() const {
   for (const ActionEntry& action : actions_)
     actions.push_back(ActionJson(action.decided, action.finished));
 
-  json document = {
-      {"version", ROLLGUARD_VERSION},
-      {"config",
-       {
-           {"path", config_path_},
-           {"last_reload_ok", last_reload_ok_},
-           {"last_reload_time", TimeOrNull(last_reload_time_)},
-           {"last_reload_error",
-            last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
-       }},
-      {"paused_until", TimeOrNull(paused_until_)},
-      {"rules", std::move(rules)},
-      {"probes", std::move(probes)},
-      {"breakers", std::move(breakers)},
-      {"last_actions", std::move(actions)},
+  const json config = {
+      {"path", config_path_},
+      {"last_reload_ok", last_reload_ok_},
+      {"last_reload_time", TimeOrNull(last_reload_time_)},
+      {"last_reload_error", last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
   };
-  // Probe errors and reasons are text from the outside world: never let invalid UTF-8
-  // turn a status request into an exception.
-  return document.dump(-1, ' ', false, json::error_handler_t::replace);
+
+  std::string out = "{\"breakers\":" + dump(breakers) + ",\"config\":" + dump(config) +
+                    ",\"last_actions\":" + dump(actions) +
+                    ",\"paused_until\":" + dump(TimeOrNull(paused_until_)) + ",\"probes\":";
+  append_entries(out, probes_, [&dump](const ProbeEntry& probe) {
+    json entry = {
+        {"name", probe.name},         {"type", probe.type},
+        {"labels", probe.labels},     {"up", nullptr},
+        {"latency_seconds", nullptr}, {"fields", json::object()},
+        {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
+    };
+    if (probe.last) {
+      entry["up"] = probe.last->up;
+      entry["latency_seconds"] = probe.last->latency_seconds;
+      for (const auto& [field, value] : probe.last->fields)
+        entry["fields"][field] = FieldJson(value);
+      if (!probe.last->error.empty()) entry["error"] = probe.last->error;
+      entry["config_error"] = probe.last->config_error;
+    }
+    return dump(entry);
+  });
+  out += ",\"rules\":";
+  append_entries(out, rules_, [&dump](const RuleEntry& rule) {
+    const json entry = {
+        {"name", rule.name},
+        {"grade", rule.grade},
+        {"since", TimeOrNull(rule.since)},
+        {"stale", rule.stale},
+        {"reason", rule.reason},
+        {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
+        {"config_error", rule.config_error},
+        {"evaluated_at", TimeOrNull(rule.evaluated_at)},
+        {"labels", rule.labels},
+        {"probes", rule.probes},
+    };
+    return dump(entry);
+  });
+  out += ",\"version\":" + dump(ROLLGUARD_VERSION) + "}";
+  return out;
 }
 
 std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {

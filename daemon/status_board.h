@@ -80,6 +80,10 @@ class StatusBoard final : public RuntimeObserver {
     std::optional<TimePoint> evaluated_at;
     std::map<std::string, std::string> labels;
     std::vector<std::string> probes;
+    // This entry's JSON as last rendered; empty after any change. Json() re-renders only
+    // such entries: with thousands of probes reporting, rendering them all 10 times a
+    // second was most of the daemon's CPU and stalled the loop (bench/RESULTS.md).
+    mutable std::string rendered;
   };
   struct ProbeEntry {
     std::string name;
@@ -87,6 +91,7 @@ class StatusBoard final : public RuntimeObserver {
     std::map<std::string, std::string> labels;
     std::optional<ProbeResult> last;
     std::optional<TimePoint> reported_at;
+    mutable std::string rendered;  // as RuleEntry::rendered
   };
   struct ActionEntry {
     JournalRecord decided;

@@ -294,5 +294,37 @@ TEST_CASE("status board survives probe text that is not UTF-8", "[status_board]"
   CHECK(doc["probes"][0]["error"].get<std::string>().find("bad") == 0);
 }
 
+TEST_CASE("status board re-renders what changed and reuses the rest, same bytes as afresh",
+          "[status_board]") {
+  ConfigFolder folder(std::string(kRules) +
+                      "[probe db]\ntype = tcp\naddress = 127.0.0.1:1\ninterval = 1s\n"
+                      "timeout = 500ms\n");
+  Config config = folder.Load();
+  REQUIRE(config.probes.size() == 2);
+  const ProbeSpec& first_probe = config.probes[0]->spec();
+  const ProbeSpec& second_probe = config.probes[1]->spec();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  board.OnProbeResult(first_probe, Up(200), FromMillis(1000));
+  board.OnProbeResult(second_probe, Up(200), FromMillis(1000));
+  const std::string before = board.Json();
+
+  board.OnProbeResult(first_probe, Up(503), FromMillis(2000));
+  const std::string after = board.Json();
+  CHECK(after != before);
+  const json doc = json::parse(after);
+  CHECK(doc["probes"][0]["fields"]["status"] == 503.0);
+  CHECK(doc["probes"][0]["reported_at"] == FormatIso8601(FromMillis(2000)));
+  CHECK(doc["probes"][1]["fields"]["status"] == 200.0);
+
+  // A board that saw only the final state renders every entry afresh: same document.
+  StatusBoard fresh;
+  fresh.OnConfigApplied(config, FromMillis(0));
+  fresh.OnProbeResult(second_probe, Up(200), FromMillis(1000));
+  fresh.OnProbeResult(first_probe, Up(503), FromMillis(2000));
+  CHECK(fresh.Json() == after);
+  CHECK(json::parse(after).dump() == after);  // the order nlohmann itself would dump
+}
+
 }  // namespace
 }  // namespace rollguard
