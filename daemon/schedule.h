@@ -7,8 +7,11 @@
 // at once, and the spread is the same after every restart.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
+#include <vector>
 
 namespace rollguard {
 
@@ -18,5 +21,43 @@ uint64_t InitialOffset(std::string_view probe_name, uint64_t interval_us);
 // The first slot strictly after `now_us` on the grid first_us + k * interval_us.
 // REQUIRES: interval_us > 0.
 uint64_t NextSlotAfter(uint64_t first_us, uint64_t interval_us, uint64_t now_us);
+
+// Every probe's next slot in one min-heap, so the loop needs a single timer for all of
+// them: one wake-up starts every run that is due, instead of one timer source, one
+// dispatch and one timerfd re-arm per probe (10,000 probes at 1 s were 10,000 wake-ups a
+// second). Entries are identified by the caller's index. Not thread-safe.
+class ScheduleQueue {
+ public:
+  // Adds entry `id`, first due at `first_us`, then every `interval_us` on that grid.
+  // REQUIRES: interval_us > 0.
+  void Add(size_t id, uint64_t first_us, uint64_t interval_us);
+
+  // Removes every entry.
+  void Clear();
+
+  // Appends to `due` the ids of the entries due at or before `now_us`, earliest slot
+  // first, and moves each to its first slot after `now_us` (missed slots are skipped).
+  void TakeDue(uint64_t now_us, std::vector<size_t>& due);
+
+  // When the earliest entry is due; nullopt when there is none.
+  std::optional<uint64_t> NextDue() const;
+
+  size_t size() const { return heap_.size(); }
+
+ private:
+  struct Entry {
+    uint64_t due_us;
+    uint64_t first_us;
+    uint64_t interval_us;
+    size_t id;
+  };
+  // std::push_heap and friends with this order keep the earliest slot at the front; equal
+  // slots go by id so the order of a batch never depends on heap history.
+  static bool Later(const Entry& a, const Entry& b) {
+    return a.due_us != b.due_us ? a.due_us > b.due_us : a.id > b.id;
+  }
+
+  std::vector<Entry> heap_;
+};
 
 }  // namespace rollguard

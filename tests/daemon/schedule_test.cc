@@ -1,17 +1,18 @@
-#include <catch2/catch.hpp>
-
 #include "daemon/schedule.h"
+
+#include <catch2/catch.hpp>
+#include <vector>
 
 using namespace rollguard;
 
 TEST_CASE("probe slots stay on a fixed grid however late a run was", "[schedule]") {
   const uint64_t first = 1'000;
   const uint64_t interval = 100;
-  CHECK(NextSlotAfter(first, interval, 500) == 1'000);     // not started yet
-  CHECK(NextSlotAfter(first, interval, 1'000) == 1'100);   // exactly on a slot: the next
-  CHECK(NextSlotAfter(first, interval, 1'001) == 1'100);   // a little late
+  CHECK(NextSlotAfter(first, interval, 500) == 1'000);    // not started yet
+  CHECK(NextSlotAfter(first, interval, 1'000) == 1'100);  // exactly on a slot: the next
+  CHECK(NextSlotAfter(first, interval, 1'001) == 1'100);  // a little late
   CHECK(NextSlotAfter(first, interval, 1'099) == 1'100);
-  CHECK(NextSlotAfter(first, interval, 1'350) == 1'400);   // missed slots are skipped
+  CHECK(NextSlotAfter(first, interval, 1'350) == 1'400);  // missed slots are skipped
 }
 
 TEST_CASE("first runs spread over the interval and are stable per name", "[schedule]") {
@@ -27,4 +28,52 @@ TEST_CASE("first runs spread over the interval and are stable per name", "[sched
     CHECK(count > 50);
     CHECK(count < 150);
   }
+}
+
+TEST_CASE("schedule queue hands out every due run once, earliest first, then the next slots",
+          "[schedule]") {
+  ScheduleQueue queue;
+  CHECK_FALSE(queue.NextDue().has_value());
+  queue.Add(0, 300, 1'000);
+  queue.Add(1, 100, 1'000);
+  queue.Add(2, 200, 500);
+  REQUIRE(queue.NextDue() == 100u);
+
+  std::vector<size_t> due;
+  queue.TakeDue(99, due);
+  CHECK(due.empty());
+  queue.TakeDue(250, due);
+  CHECK(due == std::vector<size_t>{1, 2});
+  CHECK(queue.NextDue() == 300u);
+
+  due.clear();
+  queue.TakeDue(300, due);
+  CHECK(due == std::vector<size_t>{0});
+  // Next slots: 1 at 1'100, 2 at 700, 0 at 1'300.
+  CHECK(queue.NextDue() == 700u);
+  due.clear();
+  queue.TakeDue(1'100, due);
+  CHECK(due == std::vector<size_t>{2, 1});  // 2's slot (700) came before 1's (1'100)
+  CHECK(queue.NextDue() == 1'200u);         // 2 again, on its own grid
+}
+
+TEST_CASE("schedule queue: a loop that wakes late skips missed slots, never bunches them",
+          "[schedule]") {
+  ScheduleQueue queue;
+  queue.Add(7, 1'000, 100);
+  std::vector<size_t> due;
+  queue.TakeDue(1'350, due);             // slots 1'000, 1'100, 1'200 and 1'300 have all passed
+  CHECK(due == std::vector<size_t>{7});  // one run, not four
+  CHECK(queue.NextDue() == 1'400u);      // still on the grid: no drift
+  queue.Clear();
+  CHECK(queue.size() == 0);
+  CHECK_FALSE(queue.NextDue().has_value());
+}
+
+TEST_CASE("schedule queue: runs due at the same slot come in id order", "[schedule]") {
+  ScheduleQueue queue;
+  for (size_t id : {5u, 3u, 9u, 1u}) queue.Add(id, 1'000, 1'000);
+  std::vector<size_t> due;
+  queue.TakeDue(1'000, due);
+  CHECK(due == std::vector<size_t>{1, 3, 5, 9});
 }
