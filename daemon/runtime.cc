@@ -46,6 +46,7 @@ class Daemon final : public ControlTarget {
     responder_.reset();
     probe_context_.reset();
     if (sweep_ != nullptr) sd_event_source_unref(sweep_);
+    if (schedule_timer_ != nullptr) sd_event_source_unref(schedule_timer_);
     if (publish_ != nullptr) sd_event_source_unref(publish_);
     if (publish_timer_ != nullptr) sd_event_source_unref(publish_timer_);
     for (sd_event_source* source : signal_sources_) sd_event_source_unref(source);
@@ -97,7 +98,8 @@ class Daemon final : public ControlTarget {
       control_ = std::move(*control);
       log_.Info("control socket " + control_->path() + " (" + control_->access() + ")");
     } else {
-      log_.Error(control.error().message + "; rollguard status/pause/resume/deployed/breaker "
+      log_.Error(control.error().message +
+                 "; rollguard status/pause/resume/deployed/breaker "
                  "reset will not reach this daemon");
     }
 
@@ -149,9 +151,6 @@ class Daemon final : public ControlTarget {
     Daemon* daemon = nullptr;
     std::shared_ptr<const ProbeConfig> config;
     std::unique_ptr<Probe> probe;
-    sd_event_source* timer = nullptr;
-    uint64_t first_us = 0;
-    uint64_t interval_us = 0;
     bool in_flight = false;
   };
 
@@ -240,36 +239,60 @@ class Daemon final : public ControlTarget {
       slot->daemon = this;
       slot->config = probe_config;
       slot->probe = probe_config->Instantiate(*probe_context_);
-      slot->interval_us = ToMicros(probe_config->spec().interval);
-      slot->first_us = now_us + InitialOffset(probe_config->spec().name, slot->interval_us);
-      // 1 ms accuracy: sd-event's default (250 ms) would batch a quarter second of
-      // probes into one wake-up, a burst of connections that starves short timeouts.
-      sd_event_add_time(event_, &slot->timer, CLOCK_MONOTONIC, slot->first_us,
-                        kProbeTimerAccuracyUs, &Daemon::OnProbeDue, slot.get());
+      const uint64_t interval_us = ToMicros(probe_config->spec().interval);
+      schedule_.Add(slots_.size(), now_us + InitialOffset(probe_config->spec().name, interval_us),
+                    interval_us);
       slots_.push_back(std::move(slot));
     }
+    ArmSchedule();
   }
 
   void StopProbes() {
-    for (auto& slot : slots_) {
-      slot->probe->Cancel();
-      sd_event_source_disable_unref(slot->timer);
-    }
+    for (auto& slot : slots_) slot->probe->Cancel();
     slots_.clear();
+    schedule_.Clear();
   }
 
-  static int OnProbeDue(sd_event_source* source, uint64_t usec, void* userdata) {
-    auto* slot = static_cast<ProbeSlot*>(userdata);
-    // Next slot first, on the fixed grid: a slow run never delays the schedule.
-    sd_event_source_set_time(source, NextSlotAfter(slot->first_us, slot->interval_us, usec));
-    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
-    if (slot->in_flight) return 0;  // cannot happen while timeout < interval; be safe
-    slot->in_flight = true;
-    slot->probe->Start([slot](ProbeResult result) {
-      slot->in_flight = false;
-      slot->daemon->OnProbeResult(*slot, std::move(result));
-    });
+  // One timer for every probe (daemon/schedule.h), set to the earliest slot. 1 ms
+  // accuracy: sd-event's default (250 ms) would batch a quarter second of probes into one
+  // wake-up, a burst of connections that starves short timeouts.
+  void ArmSchedule() {
+    const std::optional<uint64_t> due = schedule_.NextDue();
+    if (!due) {
+      if (schedule_timer_ != nullptr) sd_event_source_set_enabled(schedule_timer_, SD_EVENT_OFF);
+      return;
+    }
+    if (schedule_timer_ == nullptr) {
+      sd_event_add_time(event_, &schedule_timer_, CLOCK_MONOTONIC, *due, kProbeTimerAccuracyUs,
+                        &Daemon::OnScheduleDue, this);
+      return;
+    }
+    sd_event_source_set_time(schedule_timer_, *due);
+    sd_event_source_set_enabled(schedule_timer_, SD_EVENT_ONESHOT);
+  }
+
+  static int OnScheduleDue(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    uint64_t now_us = 0;
+    sd_event_now(daemon->event_, CLOCK_MONOTONIC, &now_us);
+    // Next slots first, on the fixed grid: a slow run never delays the schedule.
+    daemon->due_.clear();
+    daemon->schedule_.TakeDue(now_us, daemon->due_);
+    for (size_t index : daemon->due_) {
+      if (index < daemon->slots_.size()) daemon->StartRun(*daemon->slots_[index]);
+    }
+    daemon->ArmSchedule();
     return 0;
+  }
+
+  static void StartRun(ProbeSlot& slot) {
+    if (slot.in_flight) return;  // cannot happen while timeout < interval; be safe
+    slot.in_flight = true;
+    ProbeSlot* run = &slot;
+    slot.probe->Start([run](ProbeResult result) {
+      run->in_flight = false;
+      run->daemon->OnProbeResult(*run, std::move(result));
+    });
   }
 
   void OnProbeResult(const ProbeSlot& slot, ProbeResult result) {
@@ -311,8 +334,7 @@ class Daemon final : public ControlTarget {
     return 0;
   }
 
-  static int OnSignal(sd_event_source* /*source*/, const signalfd_siginfo* info,
-                      void* userdata) {
+  static int OnSignal(sd_event_source* /*source*/, const signalfd_siginfo* info, void* userdata) {
     auto* daemon = static_cast<Daemon*>(userdata);
     if (info->ssi_signo == SIGHUP) {
       daemon->Reload();
@@ -368,6 +390,11 @@ class Daemon final : public ControlTarget {
   sd_event* event_ = nullptr;
   std::vector<sd_event_source*> signal_sources_;
   sd_event_source* sweep_ = nullptr;
+  // Every probe's next slot (ids are indexes into slots_), one timer at the earliest, and
+  // OnScheduleDue's batch, kept so starting runs allocates nothing.
+  ScheduleQueue schedule_;
+  sd_event_source* schedule_timer_ = nullptr;
+  std::vector<size_t> due_;
   sd_event_source* publish_ = nullptr;        // after each loop iteration: status snapshot
   sd_event_source* publish_timer_ = nullptr;  // a change waiting for the 100ms interval
   std::unique_ptr<ProbeContext> probe_context_;
