@@ -26,6 +26,7 @@ CurlMulti::CurlMulti(sd_event* event) : event_(event) {
   curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &CurlMulti::OnTimer);
   curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
   curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
+  curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, kMaxHostConnections);
   if (sd_event_add_time(event_, &timer_, CLOCK_MONOTONIC, 0, kTimerAccuracyUsec,
                         &CurlMulti::OnTimeout, this) < 0) {
     std::abort();

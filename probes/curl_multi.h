@@ -31,6 +31,16 @@ class CurlMulti {
   // Connections kept open for reuse, across all probes (CURLMOPT_MAXCONNECTS).
   static constexpr long kMaxCachedConnections = 256;  // NOLINT(runtime/int): curl's type
 
+  // Connections open at once to one host (CURLMOPT_MAX_HOST_CONNECTIONS); transfers past
+  // it wait in curl for one of them to finish. Without a cap, a burst of runs to one
+  // target (1,000 probes at startup, or a loop that fell behind) opened a connection per
+  // run; on a busy machine connecting took longer than short timeouts, every timed-out
+  // run closed its connection, and the next runs connected afresh: nothing was answered
+  // again until the load went away (bench/RESULTS.md). Queued on a few warm connections,
+  // the same burst is served in milliseconds. The cost: past this many runs in flight to
+  // one host, a run waits for a connection, within its own timeout.
+  static constexpr long kMaxHostConnections = 64;  // NOLINT(runtime/int): curl's type
+
   // `event` must outlive this object.
   explicit CurlMulti(sd_event* event);
   // Abandons transfers still in flight (their completions are not called). The easy

@@ -18,6 +18,10 @@
 // phase.dns, phase.connect (TCP), phase.tls (https only), phase.first_byte (request sent
 // until the first response byte). A reused connection reports 0 for dns/connect/tls.
 //
+// Connections: every http probe on a loop shares the CurlMulti's connections, kept open
+// and reused; at most CurlMulti::kMaxHostConnections are open to one host at once, and a
+// run past that waits for one of them (within its timeout) instead of connecting afresh.
+//
 // Bounds: a run costs at most the probe's timeout (CURLOPT_TIMEOUT_MS covers DNS,
 // connect, TLS, redirects and the body). The body is read up to kHttpMaxBodyBytes; a
 // larger body aborts the transfer and the run reports up 0 with "response body exceeds

@@ -5,8 +5,12 @@
 #include <curl/curl.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "probes/probe.h"
 #include "tests/probes/probe_test_util.h"
@@ -121,4 +125,30 @@ TEST_CASE("probes: done may start the next run, connections are reused across ru
   CHECK(RunOnce(loop, *second).result.up);
   CHECK(server.requests().size() == 6);
   CHECK(server.connections() == 1);
+}
+
+TEST_CASE("curl multi: a burst of runs to one host shares a few connections, all answered",
+          "[curl]") {
+  // Each answer takes 50ms, so all 200 runs are in flight at once.
+  TestServer server([](const HttpRequest&, Connection& connection) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    connection.Write(Response(200, "ok"));
+  });
+  EventLoop loop;
+  ProbeContext context(loop.get());
+  const auto config = MustParse("[probe p]\ntype = http\nurl = " + server.Url("/health") + "\n");
+  std::vector<std::unique_ptr<Probe>> probes;
+  int answered = 0;
+  int up = 0;
+  for (int i = 0; i < 200; ++i) {
+    probes.push_back(config->Instantiate(context));
+    probes.back()->Start([&](ProbeResult result) {
+      ++answered;
+      if (result.up) ++up;
+    });
+  }
+  REQUIRE(loop.RunUntil([&] { return answered == 200; }));
+  CHECK(up == 200);
+  CHECK(server.connections() <= CurlMulti::kMaxHostConnections);
+  CHECK(server.requests().size() == 200);
 }
