@@ -173,7 +173,7 @@ Result<std::string> FormatStatusTable(std::string_view status_json, size_t max_a
     if (scope == "fleet") {
       scope += " (redis " + Text(breaker.value("redis", json(nullptr)));
       scope += breaker.value("redis_reachable", true) ? ")" : ", UNREACHABLE)";
-      for (const json& holder : breaker.value("holders", json::array())) {
+      for (const json& holder : breaker.value("claims", json::array())) {
         fleet_notes += "  " + name + ": " + Text(holder) + "\n";
       }
     }

@@ -3,6 +3,7 @@
 #include <systemd/sd-event.h>
 
 #include <algorithm>
+#include <charconv>
 
 namespace rollguard {
 namespace {
@@ -94,7 +95,8 @@ return 1
 )lua";
 
 // KEYS: admitted, state, claims. ARGV: max, window_ms, cooldown_ms.
-// Returns {now, admitted in window, open until or -1, "holder|claim|lease_until"...}.
+// Returns {now, admitted in window, open until or -1,
+//          "holder|claim|lease_until|result|claimed_at|finished_at"...}.
 constexpr std::string_view kViewScript = R"lua(
 local now = judge_time('')
 local max, window, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -102,10 +104,12 @@ local until_time, count = open_until(KEYS[1], KEYS[2], now, max, window, cooldow
 local reply = {now, count, until_time or -1}
 for _, claim in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local fields = redis.call('HMGET', claim, 'holder', 'lease_until', 'result')
+  local times = redis.call('HMGET', claim, 'claimed_at', 'finished_at')
   if not fields[1] then
     redis.call('SREM', KEYS[3], claim)
-  elseif fields[3] == 'running' then
-    table.insert(reply, fields[1] .. '|' .. claim .. '|' .. (fields[2] or '-1'))
+  else
+    table.insert(reply, fields[1] .. '|' .. claim .. '|' .. (fields[2] or '-1') .. '|' ..
+                 (fields[3] or '') .. '|' .. (times[1] or '-1') .. '|' .. (times[2] or '-1'))
   end
 end
 return reply
@@ -269,30 +273,49 @@ FleetBreakerView ParseFleetViewReply(const RedisCallResult& call, TimePoint now)
   view.reachable = true;
   view.admitted_in_window = static_cast<int>(*count);
   if (*until >= 0) view.open_until = FromMillis(*until);
+  struct Claim {
+    int64_t claimed_at = -1;
+    std::string line;
+  };
+  std::vector<Claim> claims;
+  const auto number = [](const std::string& text) -> int64_t {
+    int64_t value = -1;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    return error == std::errc() && end == text.data() + text.size() ? value : -1;
+  };
   for (size_t i = 3; i < reply.elements.size(); ++i) {
-    // "holder|{prefix}claim:ACTION:INCIDENT|lease_until"
+    // "holder|{prefix}claim:ACTION:INCIDENT|lease_until|result|claimed_at|finished_at"
+    std::vector<std::string> parts;
     const std::string& text = reply.elements[i].text;
-    const size_t first = text.find('|');
-    const size_t last = text.rfind('|');
-    if (first == std::string::npos || last == first) continue;
-    const std::string holder = text.substr(0, first);
-    std::string claim = text.substr(first + 1, last - first - 1);
+    size_t start = 0;
+    for (size_t bar = text.find('|'); bar != std::string::npos; bar = text.find('|', start)) {
+      parts.push_back(text.substr(start, bar - start));
+      start = bar + 1;
+    }
+    parts.push_back(text.substr(start));
+    if (parts.size() != 6) continue;
+    std::string claim = parts[1];
     if (const size_t at = claim.find("claim:"); at != std::string::npos) claim.erase(0, at + 6);
-    int64_t lease = -1;
-    try {
-      lease = std::stoll(text.substr(last + 1));
-    } catch (...) {
-      lease = -1;
+    const int64_t lease = number(parts[2]);
+    const int64_t finished = number(parts[5]);
+    std::string line;
+    if (parts[3] == "running") {
+      line = parts[0] + " holds " + claim;
+      if (lease >= 0 && lease < *redis_now) {
+        line +=
+            " (lease lost " + FormatDuration(FromMillis(*redis_now) - FromMillis(lease)) + " ago)";
+      } else if (lease >= 0) {
+        line += " (lease until " + FormatIso8601(FromMillis(lease)) + ")";
+      }
+    } else {
+      line = parts[0] + " ran " + claim + ": " + parts[3];
+      if (finished >= 0) line += " at " + FormatIso8601(FromMillis(finished));
     }
-    std::string line = holder + " holds " + claim;
-    if (lease >= 0 && lease < *redis_now) {
-      line +=
-          " (lease lost " + FormatDuration(FromMillis(*redis_now) - FromMillis(lease)) + " ago)";
-    } else if (lease >= 0) {
-      line += " (lease until " + FormatIso8601(FromMillis(lease)) + ")";
-    }
-    view.holders.push_back(line);
+    claims.push_back({number(parts[4]), std::move(line)});
   }
+  std::stable_sort(claims.begin(), claims.end(),
+                   [](const Claim& a, const Claim& b) { return a.claimed_at > b.claimed_at; });
+  for (size_t i = 0; i < claims.size() && i < 10; ++i) view.claims.push_back(claims[i].line);
   return view;
 }
 

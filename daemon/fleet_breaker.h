@@ -108,8 +108,9 @@ struct FleetBreakerView {
   std::string error;  // when not reachable
   int admitted_in_window = 0;
   std::optional<TimePoint> open_until;
-  // Claims whose action is still running: "d3 runs rollback for api@v42 (lease until ...)".
-  std::vector<std::string> holders;
+  // The claims of the last day, newest first (at most 10): "d3 holds rollback:api@v42
+  // (lease until ...)" while its action runs, "d3 ran rollback:api@v42: ok at ..." after.
+  std::vector<std::string> claims;
   std::optional<TimePoint> checked_at;
 };
 

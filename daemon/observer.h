@@ -31,7 +31,7 @@ struct BreakerReport {
   std::string redis;  // host:port
   bool redis_reachable = true;
   std::string redis_error;
-  std::vector<std::string> holders;  // claims whose action is running somewhere
+  std::vector<std::string> claims;  // fleet claims, newest first: who holds or ran what
 };
 
 // A `verify` that failed (spec §5: "rollback did not help").

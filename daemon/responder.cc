@@ -337,7 +337,7 @@ class ResponderImpl final : public Responder {
                                   ? view.open_until
                                   : std::optional<TimePoint>();
           report.open = report.open_until.has_value();
-          report.holders = view.holders;
+          report.claims = view.claims;
         }
       }
       reports.push_back(std::move(report));

@@ -211,11 +211,12 @@ TEST_CASE("fleet action: the first claim runs, the others see its holder and the
   CHECK(second.holder_result == "ok");
   CHECK(Conclude("fleet", second, false).why == "claimed by d1 (ok)");
 
-  // The status view lists no running holder any more, and one admission.
+  // The status view shows the claim's result now, and one admission.
   const FleetBreakerView view = RefreshNow(loop, d2, second.now);
   CHECK(view.reachable);
   CHECK(view.admitted_in_window == 1);
-  CHECK(view.holders.empty());
+  REQUIRE(view.claims.size() == 1);
+  CHECK(view.claims[0].rfind("d1 ran rollback:api@v42: ok at ", 0) == 0);
 }
 
 TEST_CASE("fleet action: a holder that stops renewing is lost, and still nobody else runs it",
@@ -232,8 +233,8 @@ TEST_CASE("fleet action: a holder that stops renewing is lost, and still nobody 
           FleetVerdict::Kind::kAdmitted);
   // d1 "dies": no Hold(), no Release().
   const FleetBreakerView view = RefreshNow(loop, d2, FromMillis(0));
-  REQUIRE(view.holders.size() == 1);
-  CHECK(view.holders[0].rfind("d1 holds rollback:api (lease until", 0) == 0);
+  REQUIRE(view.claims.size() == 1);
+  CHECK(view.claims[0].rfind("d1 holds rollback:api (lease until", 0) == 0);
 
   loop.RunFor(1300ms);
   const FleetVerdict later =

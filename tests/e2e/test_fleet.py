@@ -213,6 +213,10 @@ def test_five_daemons_run_three_rollbacks_fleet_wide_each_on_exactly_one(
     for daemon in members:
         wait_until(lambda: "open" in fleet_row(daemon) and "3/3" in fleet_row(daemon), 10,
                    f"{daemon.config.root.name}'s status to show the fleet breaker open, 3/3")
+    # ... and, on every daemon, who ran each rollback and how it went.
+    status = run_cli("status", "--config", members[-1].config.main).stdout
+    for version in ("v1", "v2", "v3"):
+        assert f" ran rollback:api@{version}: ok at " in status, status
     for daemon in members:
         daemon.stop()
 
