@@ -2,11 +2,12 @@
 // D-Bus (the system bus, sd-bus attached to the event loop, asynchronous) to restart,
 // stop, start or reload a unit — what `systemctl restart UNIT` asks, in "replace" mode.
 //
-// Success means systemd accepted the job (RestartUnit & co. returned a job path); the
-// job's own outcome is not awaited, so a unit that fails to come back shows up in its
-// probes and rules, not here. Failure: no system bus (the error says so at once — never
-// a hang), systemd refusing (no such unit, access denied: its D-Bus error name and
-// message), or no reply within the action's timeout (kTimeout).
+// Like `systemctl restart`, it waits for the job: success means systemd's JobRemoved
+// signal for the job said "done". Failure: the job ended otherwise ("failed",
+// "dependency", "canceled", ... — the unit did not come back; see its journal), no
+// system bus (the error says so at once — never a hang), systemd refusing (no such unit,
+// access denied: its D-Bus error name and message). No reply or no job end within the
+// action's timeout: kTimeout (the job itself is left to systemd).
 //
 // The bus connection is opened on first use and reopened after it breaks. Not
 // thread-safe; the loop's thread only.
@@ -20,8 +21,11 @@
 #include "common/time.h"
 #include "probes/exec_runner.h"
 
-typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
-typedef struct sd_bus sd_bus;      // NOLINT: matches <systemd/sd-bus.h>
+typedef struct sd_event sd_event;                // NOLINT: matches <systemd/sd-event.h>
+typedef struct sd_bus sd_bus;                    // NOLINT: matches <systemd/sd-bus.h>
+typedef struct sd_bus_message sd_bus_message;    // NOLINT
+typedef struct sd_bus_slot sd_bus_slot;          // NOLINT
+typedef struct sd_event_source sd_event_source;  // NOLINT
 
 namespace rollguard {
 
@@ -50,9 +54,12 @@ class SystemdActionRunner {
  private:
   struct Call;
   void Finish(uint64_t id, ExecResult result);
+  friend struct SystemdBusCallbacks;  // the C callbacks of the bus and the loop
+  void JobRemoved(sd_bus_message* message);
 
   sd_event* event_;
   sd_bus* bus_ = nullptr;
+  sd_bus_slot* job_removed_ = nullptr;  // the match on the Manager's JobRemoved signal
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Call>> calls_;
 };

@@ -222,6 +222,94 @@ def test_systemd_action_without_a_system_bus_fails_at_once(setup, target, daemon
     daemon.stop()
 
 
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>custom</type><listen>unix:path={socket}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/>
+<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>
+"""
+
+
+@pytest.fixture
+def systemd_double(tmp_path, monkeypatch):
+    """A private dbus-daemon with systemd_manager_double.py owning org.freedesktop.systemd1
+    on it; the daemon's sd-bus reaches it through DBUS_SYSTEM_BUS_ADDRESS. Yields the
+    double's call log."""
+    if not os.access("/usr/bin/dbus-daemon", os.X_OK):
+        pytest.skip("dbus-daemon is not installed")
+    socket_path = tmp_path / "bus"
+    config = tmp_path / "bus.conf"
+    config.write_text(BUS_CONFIG.format(socket=socket_path))
+    bus = subprocess.Popen(["/usr/bin/dbus-daemon", f"--config-file={config}", "--nofork",
+                            "--nopidfile"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "manager.log"
+    manager = None
+    try:
+        wait_until(socket_path.exists, 10, "the private dbus-daemon's socket")
+        address = f"unix:path={socket_path}"
+        manager = subprocess.Popen(
+            ["/usr/bin/python3", str(Path(__file__).parent / "systemd_manager_double.py"),
+             address, str(log)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(lambda: log.exists() and "ready" in log.read_text(), 10,
+                   "the systemd Manager double to own its name")
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+        yield log
+    finally:
+        for process in (manager, bus):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+SYSTEMD_ACTION = """
+    [rule api]
+    critical    = api.status >= 500
+    on_critical = restart_api
+
+    [action restart_api]
+    type      = systemd
+    unit      = {unit}
+    operation = restart
+    timeout   = {timeout}
+    cooldown  = 0s
+"""
+
+
+@pytest.mark.parametrize("unit,result,error", [
+    ("ok.service", "ok", None),
+    ("broken.service", "failed", 'the job ended with "failed"'),
+    ("missing.service", "failed", "org.freedesktop.systemd1.NoSuchUnit"),
+])
+def test_systemd_action_waits_for_the_job_like_systemctl(setup, target, daemons, systemd_double,
+                                                         unit, result, error):
+    config = setup(SYSTEMD_ACTION, unit=unit, timeout="10s")
+    daemon = start(daemons, config, target)
+    target.set_mode("error")
+    done = wait_journal(config, finished, "the systemd action to finish")[0]
+    assert done["result"] == result, done
+    if error is None:
+        assert not done.get("error"), done
+        # The job's end is awaited: the double ends it 300ms after accepting it.
+        assert done["duration_seconds"] >= 0.25, done
+    else:
+        assert error in done["error"], done
+    assert f"RestartUnit {unit} replace" in systemd_double.read_text()
+    daemon.stop()
+
+
+def test_systemd_action_times_out_when_the_job_never_ends(setup, target, daemons,
+                                                          systemd_double):
+    config = setup(SYSTEMD_ACTION, unit="hang.service", timeout="1500ms")
+    daemon = start(daemons, config, target)
+    target.set_mode("error")
+    done = wait_journal(config, finished, "the systemd action to time out")[0]
+    assert done["result"] == "timeout", done
+    assert "had not finished after 1s500ms" in done["error"], done
+    assert 1.4 <= done["duration_seconds"] < 5, done
+    daemon.assert_running()
+    daemon.stop()
+
+
 @pytest.fixture
 def throwaway_user():
     if os.geteuid() != 0:
