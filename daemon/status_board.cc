@@ -211,11 +211,21 @@ std::string StatusBoard::Json() const {
   auto dump = [](const json& value) {
     return value.dump(-1, ' ', false, json::error_handler_t::replace);
   };
-  auto append_entries = [](std::string& out, const auto& entries, const auto& render) {
+  // Entries are rendered first and the document reserved at its full size: growing a
+  // multi-megabyte string by doubling copied it over and over (most of Json()'s time at
+  // 10,000 probes).
+  auto render_all = [](const auto& entries, const auto& render) {
+    size_t bytes = 2;  // [ ]
+    for (const auto& entry : entries) {
+      if (entry.rendered.empty()) entry.rendered = render(entry);
+      bytes += entry.rendered.size() + 1;
+    }
+    return bytes;
+  };
+  auto append_entries = [](std::string& out, const auto& entries) {
     out += '[';
     bool first = true;
     for (const auto& entry : entries) {
-      if (entry.rendered.empty()) entry.rendered = render(entry);
       if (!first) out += ',';
       out += entry.rendered;
       first = false;
@@ -255,10 +265,7 @@ std::string StatusBoard::Json() const {
       {"last_reload_error", last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
   };
 
-  std::string out = "{\"breakers\":" + dump(breakers) + ",\"config\":" + dump(config) +
-                    ",\"last_actions\":" + dump(actions) +
-                    ",\"paused_until\":" + dump(TimeOrNull(paused_until_)) + ",\"probes\":";
-  append_entries(out, probes_, [&dump](const ProbeEntry& probe) {
+  const auto render_probe = [&dump](const ProbeEntry& probe) {
     json entry = {
         {"name", probe.name},         {"type", probe.type},
         {"labels", probe.labels},     {"up", nullptr},
@@ -274,9 +281,8 @@ std::string StatusBoard::Json() const {
       entry["config_error"] = probe.last->config_error;
     }
     return dump(entry);
-  });
-  out += ",\"rules\":";
-  append_entries(out, rules_, [&dump](const RuleEntry& rule) {
+  };
+  const auto render_rule = [&dump](const RuleEntry& rule) {
     const json entry = {
         {"name", rule.name},
         {"grade", rule.grade},
@@ -290,8 +296,20 @@ std::string StatusBoard::Json() const {
         {"probes", rule.probes},
     };
     return dump(entry);
-  });
-  out += ",\"version\":" + dump(ROLLGUARD_VERSION) + "}";
+  };
+
+  const std::string head = "{\"breakers\":" + dump(breakers) + ",\"config\":" + dump(config) +
+                           ",\"last_actions\":" + dump(actions) +
+                           ",\"paused_until\":" + dump(TimeOrNull(paused_until_)) + ",\"probes\":";
+  const std::string tail = ",\"version\":" + dump(ROLLGUARD_VERSION) + "}";
+  std::string out;
+  out.reserve(head.size() + render_all(probes_, render_probe) + sizeof(",\"rules\":") +
+              render_all(rules_, render_rule) + tail.size());
+  out += head;
+  append_entries(out, probes_);
+  out += ",\"rules\":";
+  append_entries(out, rules_);
+  out += tail;
   return out;
 }
 
