@@ -330,10 +330,29 @@ def scenario_throughput(args, tmp, nginx):
     finally:
         stop(blackbox)
 
-    # rollguard: N probes of one target at a short interval, one rule per probe.
-    count, interval, timeout = args.probes, args.interval, args.timeout
+    # rollguard: N probes of one target, one rule per probe, at shorter and shorter
+    # intervals until it can no longer keep up; the best step where nginx answered at
+    # least 99% of the runs is the figure compared with the peers.
+    steps = []
+    for interval in args.intervals.split(","):
+        step = rollguard_step(args, tmp, nginx, args.probes, interval, seconds)
+        steps.append(step)
+        print(f"bench:   {args.probes} probes at {interval}: {step['probes_per_s']:,.0f} runs/s, "
+              f"{step['answered_fraction']:.1%} answered, {step['cpu_us_per_probe']:.1f} CPU-us/run",
+              file=sys.stderr, flush=True)
+        if step["answered_fraction"] < 0.95:
+            break  # past the knee: shorter intervals only fail faster
+    sustained = [step for step in steps if step["answered_fraction"] >= 0.99]
+    results["rollguard"] = max(sustained or steps, key=lambda step: step["answered_per_s"])
+    results["rollguard"]["sustained"] = bool(sustained)
+    results["rollguard_steps"] = steps
+    return results
+
+
+def rollguard_step(args, tmp, nginx, count, interval, seconds):
+    timeout = f"{int(parse_seconds(interval) * 900)}ms"  # 90% of the interval
     probes = [(f"p{i}", nginx.url("/health"), interval, timeout) for i in range(count)]
-    daemon = Rollguard(args.binary, tmp / "rollguard-throughput", probes)
+    daemon = Rollguard(args.binary, tmp / f"rollguard-throughput-{interval}", probes)
     try:
         time.sleep(min(3.0, seconds))  # every probe's first slot has passed
         (accepts0, served0), results0 = nginx.counters(), daemon.probe_results()
@@ -341,14 +360,15 @@ def scenario_throughput(args, tmp, nginx):
         time.sleep(seconds)
         cpu1, t1 = daemon.cpu(), time.monotonic()
         (accepts1, served1), results1 = nginx.counters(), daemon.probe_results()
-        probes_done = results1 - results0
+        runs = results1 - results0
         answered = served1 - served0 - 2  # our own stub_status requests
-        results["rollguard"] = {
-            "probes_per_s": probes_done / (t1 - t0),
+        return {
+            "probes_per_s": runs / (t1 - t0),
             "answered_per_s": answered / (t1 - t0),
-            "new_connections_per_probe": (accepts1 - accepts0 - 2) / max(1, probes_done),
-            "offered_per_s": count / (parse_seconds(interval)),
-            "cpu_us_per_probe": (cpu1 - cpu0) * 1e6 / max(1, probes_done),
+            "answered_fraction": min(1.0, answered / max(1, runs)),
+            "new_connections_per_probe": (accepts1 - accepts0 - 2) / max(1, runs),
+            "offered_per_s": count / parse_seconds(interval),
+            "cpu_us_per_probe": (cpu1 - cpu0) * 1e6 / max(1, runs),
             "cpu_share": (cpu1 - cpu0) / (t1 - t0),
             "rss_mib": daemon.rss(),
             "probes": count,
@@ -356,7 +376,6 @@ def scenario_throughput(args, tmp, nginx):
         }
     finally:
         daemon.stop()
-    return results
 
 
 def parse_seconds(text):
@@ -365,14 +384,14 @@ def parse_seconds(text):
     return float(match.group(1)) * units[match.group(2)]
 
 
-def scenario_schedule(args, tmp):
-    """10,000 probes at 1 s; arrivals at nginx against each probe's grid slot."""
-    count, seconds = args.schedule_probes, args.schedule_seconds
-    nginx = Nginx(tmp / "nginx-schedule", log=True)
+def scenario_schedule(args, tmp, count):
+    """`count` probes at 1 s; arrivals at nginx against each probe's grid slot."""
+    seconds = args.schedule_seconds
+    nginx = Nginx(tmp / f"nginx-schedule-{count}", log=True)
     probes = [(f"s{i}", nginx.url(f"/s/{i}"), "1s", "900ms") for i in range(count)]
     daemon = None
     try:
-        daemon = Rollguard(args.binary, tmp / "rollguard-schedule", probes)
+        daemon = Rollguard(args.binary, tmp / f"rollguard-schedule-{count}", probes)
         warmup = 2.5
         time.sleep(warmup)
         window_start = time.time()
@@ -602,16 +621,19 @@ def report(figures):
     if "throughput" in figures:
         t = figures["throughput"]
         rg, bb, cu = t["rollguard"], t["blackbox"], t["curl"]
-        row("1. probes/s: rollguard "
-            f"({rg['probes']} probes at {rg['interval']}, offered {fmt(rg['offered_per_s'])}/s)",
-            fmt(rg["probes_per_s"]))
-        row("   answered by nginx/s during the rollguard window", fmt(rg["answered_per_s"]))
-        row("   new connections per rollguard probe", f"{rg['new_connections_per_probe']:.3f}")
+        for step in t.get("rollguard_steps", []):
+            row(f"1. rollguard, {step['probes']} probes at {step['interval']} "
+                f"(offered {fmt(step['offered_per_s'])}/s): runs/s, answered",
+                f"{fmt(step['probes_per_s'])}, {step['answered_fraction']:.1%}")
+        row("   probes/s: rollguard, best step with >= 99% answered"
+            + ("" if rg["sustained"] else " (none was: best step)"), fmt(rg["answered_per_s"]))
+        row("   new connections per rollguard probe (that step)",
+            f"{rg['new_connections_per_probe']:.4f}")
         row("   probes/s: blackbox_exporter (wrk, 64 connections)", fmt(bb["probes_per_s"]))
         row("   requests/s: bare libcurl multi loop (64 reused connections)",
             fmt(cu["probes_per_s"]))
-        ratio_bb = rg["probes_per_s"] / bb["probes_per_s"]
-        ratio_cu = rg["probes_per_s"] / cu["probes_per_s"]
+        ratio_bb = rg["answered_per_s"] / bb["probes_per_s"]
+        ratio_cu = rg["answered_per_s"] / cu["probes_per_s"]
         row("   rollguard / blackbox_exporter", f"{ratio_bb:.1f}x", ">= 10x", check(ratio_bb >= 10))
         row("   rollguard / libcurl ceiling", f"{ratio_cu:.0%}", ">= 50%", check(ratio_cu >= 0.5))
         row("   CPU-us per probe: rollguard", fmt(rg["cpu_us_per_probe"], 1), "<= 30",
@@ -621,13 +643,12 @@ def report(figures):
         row("   rollguard CPU share during the window", f"{rg['cpu_share']:.0%} of a core")
         row("   RSS under load: rollguard / blackbox_exporter (MiB)",
             f"{fmt(rg['rss_mib'], 1)} / {fmt(bb['rss_mib'], 1)}")
-    if "schedule" in figures:
-        s = figures["schedule"]
+    for s in figures.get("schedule", []):
         row(f"2. schedule: {s['probes']} probes at 1s for {fmt(s['seconds'])}s, "
             f"{s['requests']} runs", f"missed {s['missed_fraction']:.2%}")
         row("   lateness p50 / p99 / max (ms, +-1 ms)",
             f"{fmt(s['p50_ms'])} / {fmt(s['p99_ms'])} / {fmt(s['max_ms'])}", "p99 <= 5",
-            check(s["p99_ms"] <= 5))
+            check(s["p99_ms"] <= 5 and s["missed_fraction"] < 0.01))
         row("   drift: mean lateness last fifth - first fifth (ms)", fmt(s["drift_ms"], 2))
         row("   mean spacing of runs - 1 s (us)", fmt(s["period_error_us"], 1), "no drift")
     if "memory" in figures or "schedule" in figures:
@@ -636,9 +657,8 @@ def report(figures):
             row(f"3. RSS, {m['probes']} probes and rules (MiB)", fmt(m["rss_mib"], 1),
                 "<= 20" if m["probes"] <= 1000 else "", check(m["rss_mib"] <= 20)
                 if m["probes"] <= 1000 else "")
-        if "schedule" in figures:
-            s = figures["schedule"]
-            row(f"   RSS, {s['probes']} probes and rules (MiB)", fmt(s["rss_mib"], 1),
+        for s in figures.get("schedule", []):
+            row(f"   RSS, {s['probes']} probes and rules, at 1s (MiB)", fmt(s["rss_mib"], 1),
                 "<= 64" if s["probes"] >= 10000 else "",
                 check(s["rss_mib"] <= 64) if s["probes"] >= 10000 else "")
     if "detection" in figures:
@@ -676,22 +696,25 @@ def main():
     parser.add_argument("--seconds", type=float, default=10,
                         help="measured window of each throughput run (default 10)")
     parser.add_argument("--schedule-seconds", type=float, default=60)
+    parser.add_argument("--schedule-counts", default="10000,1000",
+                        help="schedule: probe counts measured, each at 1 s (default 10000,1000)")
     parser.add_argument("--smoke", action="store_true",
                         help="every scenario at a tiny scale, in seconds (CI)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios: " + ", ".join(SCENARIOS))
-    parser.add_argument("--probes", type=int, default=2000, help="throughput: probes")
-    parser.add_argument("--interval", default="50ms", help="throughput: probe interval")
-    parser.add_argument("--timeout", default="45ms", help="throughput: probe timeout")
+    parser.add_argument("--probes", type=int, default=1000, help="throughput: probes")
+    parser.add_argument("--intervals", default="400ms,200ms,100ms,50ms",
+                        help="throughput: the intervals tried, longest first (timeout: 90%%)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     args.build = args.build.resolve()
     args.binary = str(args.build / "daemon" / "rollguard")
-    args.schedule_probes, args.memory_probes, args.memory_seconds = 10000, 1000, 10
+    args.schedule_probes = [int(n) for n in args.schedule_counts.split(",")]
+    args.memory_probes, args.memory_seconds = 1000, 10
     args.flip_targets, args.flip_seconds, args.check_rules = 10, 30, 10000
     if args.smoke:
-        args.seconds, args.probes = 1, 50
-        args.schedule_probes, args.schedule_seconds = 200, 2
+        args.seconds, args.probes, args.intervals = 1, 50, "50ms"
+        args.schedule_probes, args.schedule_seconds = [200], 2
         args.memory_probes, args.memory_seconds = 100, 1
         args.flip_targets, args.flip_seconds, args.check_rules = 2, 3, 200
     for tool in ("nginx", "wrk", "prometheus-blackbox-exporter"):
@@ -714,7 +737,8 @@ def main():
                 if name == "throughput":
                     figures[name] = scenario_throughput(args, tmp, nginx)
                 elif name == "schedule":
-                    figures[name] = scenario_schedule(args, tmp)
+                    figures[name] = [scenario_schedule(args, tmp, count)
+                                     for count in args.schedule_probes]
                 elif name == "memory":
                     figures[name] = scenario_memory(args, tmp, nginx)
                 elif name == "detection":
@@ -749,9 +773,9 @@ def smoke_problems(figures):
         for peer in ("rollguard", "blackbox", "curl"):
             if not t[peer]["probes_per_s"] > 0:
                 problems.append(f"throughput: no {peer} probes were measured")
-    s = figures.get("schedule")
-    if s and not s["requests"] > 0:
-        problems.append("schedule: nginx saw no probe runs")
+    for s in figures.get("schedule", []):
+        if not s["requests"] > 0:
+            problems.append("schedule: nginx saw no probe runs")
     d = figures.get("detection")
     if d and not d["flips"] > 0:
         problems.append("detection: no flip led to an action")
