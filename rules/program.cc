@@ -78,8 +78,12 @@ std::string FieldList(const ProbeTypeInfo& info) {
 class Binder {
  public:
   Binder(Expr* expr, std::vector<ProbeData>* probes, std::vector<int32_t>* probes_read,
-         ExprError* error)
-      : expr_(expr), probes_(probes), probes_read_(probes_read), error_(error) {}
+         ExprError* error, const ProbeIndex* probe_index)
+      : expr_(expr),
+        probes_(probes),
+        probes_read_(probes_read),
+        error_(error),
+        probe_index_(probe_index) {}
 
   std::optional<ValueType> Bind(int32_t index) {
     ExprNode& node = expr_->nodes[index];
@@ -204,7 +208,14 @@ class Binder {
   }
 
   std::optional<int32_t> FindProbe(std::string_view name, size_t offset) {
-    for (size_t p = 0; p < probes_->size(); ++p) {
+    size_t begin = 0;
+    size_t end = probes_->size();
+    if (probe_index_ != nullptr) {
+      const auto found = probe_index_->find(name);
+      begin = found == probe_index_->end() ? end : static_cast<size_t>(found->second);
+      end = std::min(end, begin + 1);
+    }
+    for (size_t p = begin; p < end; ++p) {
       if ((*probes_)[p].name == name) {
         if (ratio_probe_ != -2) {
           if (ratio_probe_ >= 0 && ratio_probe_ != static_cast<int32_t>(p)) {
@@ -333,6 +344,7 @@ class Binder {
   std::vector<ProbeData>* probes_;
   std::vector<int32_t>* probes_read_;
   ExprError* error_;
+  const ProbeIndex* probe_index_;  // may be null: search probes_
   // -2: not inside ratio(); -1: inside, no probe seen yet; >= 0: the probe it reads.
   int32_t ratio_probe_ = -2;
 };
@@ -504,8 +516,9 @@ Value Window(const Expr& expr, const ExprNode& node, EvalContext& context) {
 }  // namespace
 
 bool BindExpression(Expr* expr, bool condition, std::vector<ProbeData>* probes,
-                    std::vector<int32_t>* probes_read, ExprError* error) {
-  Binder binder(expr, probes, probes_read, error);
+                    std::vector<int32_t>* probes_read, ExprError* error,
+                    const ProbeIndex* probe_index) {
+  Binder binder(expr, probes, probes_read, error, probe_index);
   const auto type = binder.Bind(expr->root);
   if (!type) return false;
   if (condition && !IsConditional(*type)) {

@@ -214,7 +214,8 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
         ExprParse parsed = ParseExpression(source.text, /*allow_for=*/true);
         if (!parsed.error) {
           ExprError error;
-          if (!BindExpression(&parsed.expr, true, &impl->probes, &rule.probes, &error)) {
+          if (!BindExpression(&parsed.expr, true, &impl->probes, &rule.probes, &error,
+                              &impl->probe_index)) {
             parsed.error = std::move(error);
           }
         }
@@ -239,7 +240,8 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
       for (SummaryPart& part : parsed.parts) {
         if (parsed.error || part.expr.nodes.empty()) continue;
         ExprError error;
-        if (!BindExpression(&part.expr, false, &impl->probes, &rule.summary_probes, &error)) {
+        if (!BindExpression(&part.expr, false, &impl->probes, &rule.summary_probes, &error,
+                            &impl->probe_index)) {
           error.offset += part.offset;
           parsed.error = std::move(error);
           break;
