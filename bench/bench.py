@@ -361,12 +361,12 @@ def rollguard_step(args, tmp, nginx, count, interval, seconds):
         cpu1, t1 = daemon.cpu(), time.monotonic()
         (accepts1, served1), results1 = nginx.counters(), daemon.probe_results()
         runs = results1 - results0
-        answered = served1 - served0 - 2  # our own stub_status requests
+        answered = served1 - served0 - 1  # the second stub_status request itself
         return {
             "probes_per_s": runs / (t1 - t0),
             "answered_per_s": answered / (t1 - t0),
             "answered_fraction": min(1.0, answered / max(1, runs)),
-            "new_connections_per_probe": (accepts1 - accepts0 - 2) / max(1, runs),
+            "new_connections_per_probe": max(0, accepts1 - accepts0 - 1) / max(1, runs),
             "offered_per_s": count / parse_seconds(interval),
             "cpu_us_per_probe": (cpu1 - cpu0) * 1e6 / max(1, runs),
             "cpu_share": (cpu1 - cpu0) / (t1 - t0),
