@@ -5,7 +5,7 @@ loopback, started by the test with an fsync'd append-only file.
 Each round is one bad deploy: the test records deploy vN on every daemon (as a deploy
 script would), makes the target fail, and waits until every daemon has decided. The
 rollback script appends one line to one marker file shared by all daemons, so the count
-of runs is fleet-wide, and heals the target (POST /rollback) like a real rollback.
+of runs is fleet-wide. The test heals the target itself once every daemon has decided.
 """
 
 import os
@@ -182,7 +182,8 @@ def bad_deploy(members, target, version):
 
 def test_five_daemons_run_three_rollbacks_fleet_wide_each_on_exactly_one(
         make_config, daemons, target, rollback, redis, tmp_path):
-    rollback.heals(True)
+    # The test heals the target once every daemon has decided: a rollback that healed it
+    # at once could do so before a slower daemon's next probe ever saw the failure.
     members = fleet(make_config, daemons, target, redis, tmp_path, 5, rollback.command)
 
     for round_number in range(1, 6):
@@ -202,7 +203,7 @@ def test_five_daemons_run_three_rollbacks_fleet_wide_each_on_exactly_one(
             assert flat == ["suppressed_breaker"] * 5, (version, decisions)
         assert len(rollback.runs()) == min(round_number, 3), rollback.runs()
 
-    assert len(rollback.runs()) == 3 and target.rollbacks == 3
+    assert len(rollback.runs()) == 3
     assert redis.cli("ZCARD", "e2e:breaker:fleet:admitted") == "3"
     # Every daemon shows the fleet breaker as Redis sees it (read every 5 s): open, 3 of 3.
     def fleet_row(daemon):
@@ -223,7 +224,6 @@ def test_five_daemons_run_three_rollbacks_fleet_wide_each_on_exactly_one(
 
 def test_redis_down_fails_closed_and_nothing_runs_twice_when_it_returns(
         make_config, daemons, target, rollback, redis, tmp_path):
-    rollback.heals(True)
     members = fleet(make_config, daemons, target, redis, tmp_path, 5, rollback.command)
 
     assert sorted(d for e in bad_deploy(members, target, "v1").values() for d in e) == \
