@@ -215,7 +215,9 @@ TEST_CASE("a last line of zeros (a crash after the file grew) is skipped", "[jou
   TempDir temp;
   const std::string path = temp / "actions.jsonl";
   AppendRaw(path, FormatJournalLine(Decided("1", kNoon)) + "\n");
-  AppendRaw(path, std::string(40, '\0') + "\n");
+  std::string zeros(40, '\0');
+  zeros += '\n';
+  AppendRaw(path, zeros);
   JournalReadReport report;
   Result<std::vector<JournalRecord>> records = ActionJournal::ReadAll(path, &report);
   REQUIRE(records.ok());
