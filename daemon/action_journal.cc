@@ -266,8 +266,12 @@ Status ActionJournal::Append(const JournalRecord& record) {
   const bool know_size = ::fstat(fd_, &info) == 0;
   if (Status written = WriteAll(fd_, line); !written) {
     // A partial line would read as corruption once the next record follows it.
-    if (know_size) (void)::ftruncate(fd_, info.st_size);
-    return Fail("cannot append to " + path_ + ": " + written.error().message);
+    std::string also;
+    if (know_size && ::ftruncate(fd_, info.st_size) != 0) {
+      // The partial line stays; the next start drops it as a torn last line.
+      also = " (and cannot cut the partial line: " + ErrnoText(errno) + ")";
+    }
+    return Fail("cannot append to " + path_ + ": " + written.error().message + also);
   }
   if (::fdatasync(fd_) != 0) return Fail("cannot sync " + path_ + ": " + ErrnoText(errno));
   return {};
