@@ -12,8 +12,8 @@ struct Unit {
   int64_t millis;
 };
 // Longest suffix first where one is a prefix of another ("ms" before "m").
-constexpr Unit kUnits[] = {{"d", 86'400'000}, {"h", 3'600'000}, {"ms", 1}, {"m", 60'000},
-                           {"s", 1'000}};
+constexpr Unit kUnits[] = {
+    {"d", 86'400'000}, {"h", 3'600'000}, {"ms", 1}, {"m", 60'000}, {"s", 1'000}};
 // Order units must appear in within one duration: d h m s ms.
 int UnitRank(std::string_view suffix) {
   if (suffix == "d") return 0;
@@ -38,7 +38,8 @@ Result<Duration> ParseDuration(std::string_view text) {
     int64_t number = 0;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
       number = number * 10 + (text[i] - '0');
-      if (number > 1'000'000'000'000) return Fail("duration \"" + std::string(text) + "\" is too long");
+      if (number > 1'000'000'000'000)
+        return Fail("duration \"" + std::string(text) + "\" is too long");
       ++i;
     }
     const Unit* unit = nullptr;
@@ -53,6 +54,11 @@ Result<Duration> ParseDuration(std::string_view text) {
     if (rank <= last_rank) return Fail(expected + " (units must go from largest to smallest)");
     last_rank = rank;
     i += unit->suffix.size();
+    // Bounded before multiplying: 777777777777d would overflow int64 milliseconds.
+    constexpr int64_t kMaxMillis = 1'000'000'000'000'000;  // about 31,700 years
+    if (number > (kMaxMillis - total) / unit->millis) {
+      return Fail("duration \"" + std::string(text) + "\" is too long");
+    }
     total += number * unit->millis;
   }
   return Duration{total};
@@ -66,8 +72,8 @@ std::string FormatDuration(Duration d) {
     out = "-";
     ms = -ms;
   }
-  const Unit ordered[] = {{"d", 86'400'000}, {"h", 3'600'000}, {"m", 60'000}, {"s", 1'000},
-                          {"ms", 1}};
+  const Unit ordered[] = {
+      {"d", 86'400'000}, {"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}};
   for (const Unit& unit : ordered) {
     if (ms >= unit.millis) {
       out += std::to_string(ms / unit.millis);

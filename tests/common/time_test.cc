@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "common/time.h"
+
+#include <catch2/catch.hpp>
 
 using namespace rollguard;
 using namespace std::chrono_literals;
@@ -23,6 +23,19 @@ TEST_CASE("malformed durations are errors that say what was expected", "[time]")
     REQUIRE_FALSE(parsed.ok());
     CHECK_THAT(parsed.error().message, Catch::Contains("expected a duration"));
   }
+}
+
+TEST_CASE("durations too long for milliseconds are errors, never an overflow", "[time]") {
+  // Found by the rule parser fuzzer: 777777777777d overflowed int64 milliseconds.
+  for (const char* huge :
+       {"777777777777d", "999999999999h", "11574075d", "1000000000000d1ms", "11574074d2h"}) {
+    INFO(huge);
+    const auto parsed = ParseDuration(huge);
+    REQUIRE_FALSE(parsed.ok());
+    CHECK_THAT(parsed.error().message, Catch::Contains("too long"));
+  }
+  // Up to 10^15 ms (about 31,700 years) is accepted, exactly.
+  CHECK(*ParseDuration("11574074d1h") == std::chrono::hours(11574074LL * 24 + 1));
 }
 
 TEST_CASE("durations format back to their shortest spelling", "[time]") {
