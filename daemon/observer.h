@@ -34,6 +34,17 @@ struct BreakerReport {
   std::vector<std::string> claims;  // fleet claims, newest first: who holds or ran what
 };
 
+// The report of a breaker as this daemon holds it (for a fleet breaker: its local copy).
+inline BreakerReport LocalBreakerReport(std::string name, const Breaker& breaker, TimePoint now) {
+  BreakerReport report;
+  report.name = std::move(name);
+  report.open = breaker.IsOpen(now);
+  report.admitted_in_window = breaker.AdmittedInWindow(now);
+  report.max_actions = breaker.policy().max_actions;
+  report.open_until = breaker.OpenUntil(now);
+  return report;
+}
+
 // A `verify` that failed (spec §5: "rollback did not help").
 struct VerifyFailure {
   std::string rule;

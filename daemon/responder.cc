@@ -318,12 +318,7 @@ class ResponderImpl final : public Responder {
     for (const std::string& name : planner_.BreakerNames()) {
       const Breaker* breaker = planner_.FindBreaker(name);
       if (breaker == nullptr) continue;
-      BreakerReport report;
-      report.name = JournalBreakerName(name);
-      report.open = breaker->IsOpen(now);
-      report.admitted_in_window = breaker->AdmittedInWindow(now);
-      report.max_actions = breaker->policy().max_actions;
-      report.open_until = breaker->OpenUntil(now);
+      BreakerReport report = LocalBreakerReport(JournalBreakerName(name), *breaker, now);
       if (auto client = fleet_.find(name); client != fleet_.end()) {
         // As Redis last showed it; until the first answer, this daemon's own copy.
         const FleetBreakerView& view = client->second->view();
@@ -370,28 +365,6 @@ class ResponderImpl final : public Responder {
     Trigger trigger;  // the rule, incident, ... the action ran for
     sd_event_source* timer = nullptr;
   };
-
-  // The latest deploy that arms `service`'s actions: a deploy of that service or one
-  // recorded without a service (a whole-host deploy); any deploy when `service` is "".
-  std::optional<TimePoint> LastDeployFor(const std::string& service) const {
-    std::optional<TimePoint> latest;
-    for (const auto& [deployed, record] : state_.deploys) {
-      if (!service.empty() && !deployed.empty() && deployed != service) continue;
-      if (!latest || record.time > *latest) latest = record.time;
-    }
-    return latest;
-  }
-
-  // The version of that latest deploy ("" when none or recorded without a version): it
-  // names the incident for the fleet (FleetIncident).
-  std::string DeployVersionFor(const std::string& service) const {
-    const DeployRecord* latest = nullptr;
-    for (const auto& [deployed, record] : state_.deploys) {
-      if (!service.empty() && !deployed.empty() && deployed != service) continue;
-      if (latest == nullptr || record.time > latest->time) latest = &record;
-    }
-    return latest == nullptr ? "" : latest->version;
-  }
 
   // Logs the moment a fleet breaker's Redis stops or starts answering, once each way.
   void NoteFleetReachable(const std::string& breaker, bool reachable, const std::string& error) {
@@ -606,7 +579,9 @@ class ResponderImpl final : public Responder {
       context.paused = state_.paused_until && *state_.paused_until > now;
       context.dry_run = force_dry_run_ || config_dry_run_;
       context.held_by = trigger.held_by;
-      context.last_deploy = LastDeployFor(trigger.service);
+      if (const DeployRecord* deploy = LatestDeployFor(state_.deploys, trigger.service)) {
+        context.last_deploy = deploy->time;
+      }
       const PlannedAction plan = planner_.Decide(action, context);
       if (plan.fleet_pending) {
         AskFleet(action, plan, std::move(trigger));
@@ -637,8 +612,10 @@ class ResponderImpl final : public Responder {
     FleetClaim claim;
     claim.holder = node_name_;
     if (action.fleet) {
+      // The deploy's version names the incident for every daemon (docs/fleet.md).
+      const DeployRecord* deploy = LatestDeployFor(state_.deploys, trigger.service);
       claim.incident =
-          FleetIncident(trigger.rule, DeployVersionFor(trigger.service), action.cooldown,
+          FleetIncident(trigger.rule, deploy == nullptr ? "" : deploy->version, action.cooldown,
                         client->second->settings().lease, &admission.claim_ttl);
       claim.claim = action.name + ":" + claim.incident;
       admission.claim = claim.claim;

@@ -18,6 +18,7 @@
 #include "daemon/config.h"
 #include "daemon/notification.h"
 #include "daemon/notifier.h"
+#include "daemon/state_store.h"
 
 namespace rollguard {
 namespace {
@@ -434,7 +435,7 @@ class Simulation {
     timeline_ += TimeColumn(control.at) + control.text + "\n";
     switch (control.kind) {
       case ControlLine::Kind::kDeployed:
-        deploys_[control.service] = now;
+        deploys_[control.service] = DeployRecord{control.version, now};
         break;
       case ControlLine::Kind::kPause:
         paused_until_ = now + control.pause;
@@ -501,27 +502,10 @@ class Simulation {
   std::vector<BreakerReport> Breakers(TimePoint now) const {
     std::vector<BreakerReport> reports;
     for (const std::string& name : planner_.BreakerNames()) {
-      const Breaker* breaker = planner_.FindBreaker(name);
-      BreakerReport report;
-      report.name = name.empty() ? "default" : name;
-      report.open = breaker->IsOpen(now);
-      report.admitted_in_window = breaker->AdmittedInWindow(now);
-      report.max_actions = breaker->policy().max_actions;
-      report.open_until = breaker->OpenUntil(now);
-      reports.push_back(std::move(report));
+      reports.push_back(
+          LocalBreakerReport(name.empty() ? "default" : name, *planner_.FindBreaker(name), now));
     }
     return reports;
-  }
-
-  // The latest deploy that arms the actions of a rule with `service` (as the daemon: a
-  // deploy of that service or one without a service; any deploy when `service` is "").
-  std::optional<TimePoint> LastDeployFor(const std::string& service) const {
-    std::optional<TimePoint> latest;
-    for (const auto& [deployed, time] : deploys_) {
-      if (!service.empty() && !deployed.empty() && deployed != service) continue;
-      if (!latest || time > *latest) latest = time;
-    }
-    return latest;
   }
 
   void Evaluate(size_t index, TimePoint now) {
@@ -557,7 +541,9 @@ class Simulation {
       context.held_by = outcome.held_by;
       context.paused = paused_until_ && *paused_until_ > now;
       const auto service = rule.labels.find("service");
-      context.last_deploy = LastDeployFor(service == rule.labels.end() ? "" : service->second);
+      const DeployRecord* deploy =
+          LatestDeployFor(deploys_, service == rule.labels.end() ? "" : service->second);
+      if (deploy != nullptr) context.last_deploy = deploy->time;
       PlannedAction plan = planner_.Decide(*action, context);
       // A fleet breaker is simulated as a fleet of this one daemon: its local copy decides.
       if (plan.fleet_pending) {
@@ -591,7 +577,7 @@ class Simulation {
   std::vector<TimePoint> last_evaluated_;
   std::vector<std::string> decisions_;
   std::vector<std::string> notifications_;
-  std::map<std::string, TimePoint> deploys_;  // service ("" = none given) -> latest
+  std::map<std::string, DeployRecord> deploys_;  // service ("" = none given) -> latest
   std::optional<TimePoint> paused_until_;
   NotificationRouter router_;
   std::string timeline_;

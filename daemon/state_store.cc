@@ -219,6 +219,16 @@ const Clock& DefaultClock() {
 
 }  // namespace
 
+const DeployRecord* LatestDeployFor(const std::map<std::string, DeployRecord>& deploys,
+                                    const std::string& service) {
+  const DeployRecord* latest = nullptr;
+  for (const auto& [deployed, record] : deploys) {
+    if (!service.empty() && !deployed.empty() && deployed != service) continue;
+    if (latest == nullptr || record.time > latest->time) latest = &record;
+  }
+  return latest;
+}
+
 std::string SerializeState(const PersistedState& state) {
   Json root = Json::object();
   root["format"] = kFormat;

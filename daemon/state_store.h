@@ -54,6 +54,12 @@ struct DeployRecord {
   bool operator==(const DeployRecord&) const = default;
 };
 
+// The latest deploy that arms the actions of a rule whose `service` label is `service`: a
+// deploy of that service or one recorded without a service (a whole-host deploy); any
+// deploy when `service` is "". nullptr when there is none. `deploys` is keyed by service.
+const DeployRecord* LatestDeployFor(const std::map<std::string, DeployRecord>& deploys,
+                                    const std::string& service);
+
 // An executed action with `verify` whose verdict is still to come (docs/actions.md): a
 // restart checks it at the same wall-clock time it would have, and escalates the same way.
 struct PersistedVerify {
