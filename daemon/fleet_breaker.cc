@@ -151,13 +151,6 @@ FleetVerdict Malformed(const char* what) {
 
 }  // namespace
 
-bool FleetSettings::operator==(const FleetSettings& other) const {
-  return redis == other.redis && target.host == other.target.host &&
-         target.port == other.target.port && target.password == other.target.password &&
-         target.db == other.target.db && target.timeout == other.target.timeout &&
-         key_prefix == other.key_prefix && fail_open == other.fail_open && lease == other.lease;
-}
-
 std::vector<std::string> FleetAdmitCommand(const std::string& key_prefix,
                                            const FleetAdmission& admission) {
   const bool claiming = !admission.claim.empty();

@@ -64,8 +64,6 @@ struct FleetSettings {
   bool fail_open = false;
   // How long a claim's holder may go without renewing before others call it lost.
   Duration lease = std::chrono::seconds(30);
-
-  bool operator==(const FleetSettings& other) const;
 };
 
 // One admission asked of a fleet breaker.

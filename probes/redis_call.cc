@@ -187,8 +187,6 @@ class RedisCall::Impl {
     done_ = nullptr;
   }
 
-  bool busy() const { return done_ != nullptr; }
-
  private:
   enum class Stage { kAuth, kSelect, kCommand };
 
@@ -398,7 +396,5 @@ void RedisCall::Start(const RedisTarget& target, std::vector<std::string> argv, 
 }
 
 void RedisCall::Cancel() { impl_->Cancel(); }
-
-bool RedisCall::busy() const { return impl_->busy(); }
 
 }  // namespace rollguard

@@ -69,7 +69,6 @@ class RedisCall {
   // once, from the loop; it may start another call or destroy this object.
   void Start(const RedisTarget& target, std::vector<std::string> argv, Done done);
   void Cancel();
-  bool busy() const;
 
  private:
   class Impl;
