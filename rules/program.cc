@@ -366,6 +366,50 @@ Value FromTruth(Truth truth) {
   return Value::Bool(truth == Truth::kTrue);
 }
 
+// Lowers the context's next change to `at` when that is still ahead of `now`.
+void NoteChange(EvalContext& context, TimePoint at) {
+  if (context.next_change != nullptr && at > context.now && at < *context.next_change) {
+    *context.next_change = at;
+  }
+}
+
+bool ContainsAge(const Expr& expr, int32_t index) {
+  const ExprNode& node = expr.nodes[index];
+  if (node.op == ExprOp::kAge) return true;
+  return (node.lhs >= 0 && ContainsAge(expr, node.lhs)) ||
+         (node.rhs >= 0 && ContainsAge(expr, node.rhs));
+}
+
+// `age(p) OP x`, either way round, flips when age(p) reaches x: at last_report + x. The
+// millisecond that contains that instant and the next one cover every operator and the
+// rounding of x. Only for an x without age() in it, which stays put as time passes (in
+// `age(a) > age(b)` the crossing would move with every evaluation and never come).
+void NoteAgeCrossing(const Expr& expr, const ExprNode& node, const Value& lhs, const Value& rhs,
+                     EvalContext& context) {
+  int32_t age = -1;
+  int32_t other = -1;
+  const Value* threshold = nullptr;
+  if (expr.nodes[node.lhs].op == ExprOp::kAge) {
+    age = node.lhs;
+    other = node.rhs;
+    threshold = &rhs;
+  } else if (expr.nodes[node.rhs].op == ExprOp::kAge) {
+    age = node.rhs;
+    other = node.lhs;
+    threshold = &lhs;
+  } else {
+    return;
+  }
+  if (threshold->kind != Value::Kind::kNumber || ContainsAge(expr, other)) return;
+  const ProbeData& data = (*context.probes)[expr.nodes[age].probe];
+  if (!data.reported) return;
+  const double at_ms = static_cast<double>(ToMillis(data.last_report)) + threshold->number * 1000.0;
+  if (!(std::fabs(at_ms) < 9e15)) return;  // NaN, or further than any clock goes
+  const TimePoint at = FromMillis(static_cast<int64_t>(std::floor(at_ms)));
+  NoteChange(context, at);
+  NoteChange(context, at + Duration{1});
+}
+
 // The latest cell of a probe's field, or the historical one inside ratio().
 const Cell* ReadCell(const EvalContext& context, int32_t probe, int32_t slot) {
   if (probe == context.sample_probe) return &context.sample[slot];
@@ -436,6 +480,10 @@ Value Window(const Expr& expr, const ExprNode& node, EvalContext& context) {
   while (first > 0 && history.time(first - 1) > since) --first;
   size_t last = history.size();
   while (last > first && history.time(last - 1) > context.now) --last;
+  // With no new result the window still changes when its oldest sample leaves it (at
+  // time + window, `since` reaches it) or a sample stamped after `now` enters it.
+  if (first < last) NoteChange(context, history.time(first) + node.window);
+  if (last < history.size()) NoteChange(context, history.time(last));
 
   if (node.op == ExprOp::kRatio) {
     size_t held = 0;
@@ -559,6 +607,12 @@ Truth EvaluateTruth(const Expr& expr, int32_t index, EvalContext& context) {
       if (rhs == Truth::kTrue) return Truth::kTrue;
       return lhs == Truth::kFalse && rhs == Truth::kFalse ? Truth::kFalse : Truth::kUnknown;
     }
+    case ExprOp::kAge: {
+      // Bare age(p) as a condition: false at the instant of the report, true after.
+      const ProbeData& data = (*context.probes)[node.probe];
+      if (data.reported) NoteChange(context, data.last_report + Duration{1});
+      return TruthOf(Evaluate(expr, index, context));
+    }
     default:
       return TruthOf(Evaluate(expr, index, context));
   }
@@ -592,8 +646,12 @@ Value Evaluate(const Expr& expr, int32_t index, EvalContext& context) {
     case ExprOp::kLt:
     case ExprOp::kLe:
     case ExprOp::kGt:
-    case ExprOp::kGe:
-      return Compare(node.op, Evaluate(expr, node.lhs, context), Evaluate(expr, node.rhs, context));
+    case ExprOp::kGe: {
+      const Value lhs = Evaluate(expr, node.lhs, context);
+      const Value rhs = Evaluate(expr, node.rhs, context);
+      if (context.next_change != nullptr) NoteAgeCrossing(expr, node, lhs, rhs, context);
+      return Compare(node.op, lhs, rhs);
+    }
     case ExprOp::kNot:
     case ExprOp::kAnd:
     case ExprOp::kOr:

@@ -38,6 +38,8 @@ struct ProbeData {
 
   // Fresh: reported within 2x its interval.
   bool Fresh(TimePoint now) const { return reported && now - last_report <= 2 * interval; }
+  // The first moment a reported probe is no longer Fresh, if nothing else arrives.
+  TimePoint StaleAt() const { return last_report + 2 * interval + Duration{1}; }
 };
 
 // Binds the names in `expr` against `probes` (adding field slots as needed) and checks
@@ -76,6 +78,13 @@ struct EvalContext {
   // Inside ratio(): references to this probe read this historical sample.
   int32_t sample_probe = -1;
   const Cell* sample = nullptr;
+  // When set, evaluation lowers it to the earliest moment after `now` at which a value it
+  // read changes with no new probe result: a sample leaving a window, age() reaching the
+  // value it is compared with. Only the parts evaluation actually read count (the others
+  // cannot decide the result until what short-circuited them changes). Staleness is not
+  // noted here: the caller knows which probes a condition reads. age() inside arithmetic
+  // is not followed (it is caught by the next evaluation the owner makes anyway).
+  TimePoint* next_change = nullptr;
 };
 
 Value Evaluate(const Expr& expr, int32_t node, EvalContext& context);

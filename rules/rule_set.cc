@@ -413,6 +413,11 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
     if (probes[p].Fresh(now)) any_fresh = true;
   }
 
+  // The earliest moment after `now` at which time alone may change this outcome.
+  TimePoint next_change = TimePoint::max();
+  auto note = [&](TimePoint at) {
+    if (at > now && at < next_change) next_change = at;
+  };
   auto finish = [&](Grade grade) {
     if (grade != state.grade) state.since = now;
     state.grade = grade;
@@ -421,6 +426,7 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
     outcome.stale = state.stale;
     outcome.reason = state.reason;
     outcome.condition_since = state.condition_since;
+    if (next_change != TimePoint::max()) outcome.next_evaluation = next_change;
     return outcome;
   };
 
@@ -440,8 +446,13 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
   state.stale_since.reset();
   state.stale = false;
   state.established = true;
+  // Each probe going stale turns its references unknown, and the last one the rule stale.
+  for (int32_t p : rule.probes) {
+    if (probes[p].Fresh(now)) note(probes[p].StaleAt());
+  }
 
   EvalContext context{&probes, now, &scratch};
+  context.next_change = &next_change;
   int first_true[kGradeCount] = {-1, -1, -1, -1, -1};
   int first_unknown[kGradeCount] = {-1, -1, -1, -1, -1};
   for (size_t c = 0; c < rule.conditions.size(); ++c) {
@@ -453,6 +464,7 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
       if (condition.expr.for_duration &&
           now - *condition_state.true_since < *condition.expr.for_duration) {
         truth = Truth::kFalse;  // pending: not yet held for D
+        note(*condition_state.true_since + *condition.expr.for_duration);
       }
     } else {
       condition_state.true_since.reset();
@@ -491,6 +503,12 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
       }
     }
   }
+  // A better grade not held for `recover` yet is taken once it has.
+  for (int g = 0; g < next; ++g) {
+    if (state.better_since[g]) note(*state.better_since[g] + definition.recover);
+  }
+  // Reasons read values again; what they read was noted above.
+  context.next_change = nullptr;
 
   if (first_true[next] >= 0) {
     const CompiledCondition& condition = rule.conditions[first_true[next]];

@@ -7,6 +7,11 @@
 // reads it; both take `now` as a value, so the daemon (real clock) and `rollguard test`
 // (simulated clock) run this same code.
 //
+// Time alone can change a grade (a `for` or `recover` elapses, data goes stale, a window
+// moves on), so every outcome also says when the rule should next be evaluated without
+// new data: the daemon keeps one timer for those moments, so a `for` takes effect when it
+// elapses rather than at the next probe result.
+//
 // Grade semantics (spec §4): the grade is the most severe level whose condition holds,
 // failure > critical > warning > good; none holds -> excellent. Conditions of one level
 // are OR'ed. Logic is three-valued: a comparison with a missing or stale value is
@@ -96,6 +101,13 @@ struct RuleOutcome {
   std::optional<std::string> held_by;
   // A probe the rule reads reported a configuration error (PromQL bad_data/execution).
   bool config_error = false;
+  // When to evaluate the rule again even if no probe reports, because time alone may
+  // change this outcome by then: a pending `for` or `recover` elapses, a probe it reads
+  // goes stale, a sample leaves a window, age() reaches the value it is compared with.
+  // Always later than this evaluation's `now`, so an owner that evaluates at each such
+  // moment cannot spin. nullopt when only new data can change the outcome (e.g. every
+  // probe the rule reads is stale). Evaluating earlier or more often is harmless.
+  std::optional<TimePoint> next_evaluation;
 };
 
 // What survives a restart for one rule.
