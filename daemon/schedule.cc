@@ -42,4 +42,82 @@ std::optional<uint64_t> ScheduleQueue::NextDue() const {
   return heap_.front().due_us;
 }
 
+void DeadlineQueue::Place(size_t at, Entry entry) {
+  position_[entry.id] = at;
+  heap_[at] = entry;
+}
+
+void DeadlineQueue::SiftUp(size_t at) {
+  const Entry entry = heap_[at];
+  while (at > 0) {
+    const size_t parent = (at - 1) / 2;
+    if (!Before(entry, heap_[parent])) break;
+    Place(at, heap_[parent]);
+    at = parent;
+  }
+  Place(at, entry);
+}
+
+void DeadlineQueue::SiftDown(size_t at) {
+  const Entry entry = heap_[at];
+  for (;;) {
+    size_t child = 2 * at + 1;
+    if (child >= heap_.size()) break;
+    if (child + 1 < heap_.size() && Before(heap_[child + 1], heap_[child])) ++child;
+    if (!Before(heap_[child], entry)) break;
+    Place(at, heap_[child]);
+    at = child;
+  }
+  Place(at, entry);
+}
+
+void DeadlineQueue::RemoveAt(size_t at) {
+  position_[heap_[at].id] = kAbsent;
+  const Entry last = heap_.back();
+  heap_.pop_back();
+  if (at == heap_.size()) return;
+  Place(at, last);
+  SiftDown(at);
+  SiftUp(position_[last.id]);
+}
+
+void DeadlineQueue::Set(size_t id, uint64_t due) {
+  if (id >= position_.size()) position_.resize(id + 1, kAbsent);
+  const size_t at = position_[id];
+  if (at == kAbsent) {
+    heap_.push_back(Entry{due, id});
+    SiftUp(heap_.size() - 1);
+    return;
+  }
+  if (heap_[at].due == due) return;
+  const bool earlier = due < heap_[at].due;
+  heap_[at].due = due;
+  if (earlier) {
+    SiftUp(at);
+  } else {
+    SiftDown(at);
+  }
+}
+
+void DeadlineQueue::Remove(size_t id) {
+  if (id < position_.size() && position_[id] != kAbsent) RemoveAt(position_[id]);
+}
+
+void DeadlineQueue::Clear() {
+  heap_.clear();
+  position_.clear();
+}
+
+void DeadlineQueue::TakeDue(uint64_t now, std::vector<size_t>& due) {
+  while (!heap_.empty() && heap_.front().due <= now) {
+    due.push_back(heap_.front().id);
+    RemoveAt(0);
+  }
+}
+
+std::optional<uint64_t> DeadlineQueue::NextDue() const {
+  if (heap_.empty()) return std::nullopt;
+  return heap_.front().due;
+}
+
 }  // namespace rollguard

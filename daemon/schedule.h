@@ -1,4 +1,5 @@
-// Fixed-rate probe schedules, as pure arithmetic on monotonic microseconds.
+// Fixed-rate probe schedules, as pure arithmetic on monotonic microseconds; and the
+// queue of one-off deadlines at which rules must be evaluated again.
 //
 // Run k of a probe is due at first + k * interval, whatever happened to run k-1: a slow
 // probe or a busy loop never pushes later runs (no drift), and a run whose slot was missed
@@ -58,6 +59,47 @@ class ScheduleQueue {
   }
 
   std::vector<Entry> heap_;
+};
+
+// At most one pending deadline per id (the daemon's ids are rule indexes), earliest first,
+// so the loop needs a single timer for all of them. Setting an id again moves its one
+// entry instead of adding another: a rule whose deadline moves on every evaluation (it
+// always has one while its data is fresh) keeps the queue at one entry per rule. Units
+// are the caller's (the daemon uses milliseconds since the epoch). Not thread-safe.
+class DeadlineQueue {
+ public:
+  // Sets id's deadline to `due`, replacing any earlier one.
+  void Set(size_t id, uint64_t due);
+  // Drops id's deadline, if it has one.
+  void Remove(size_t id);
+  // Removes every entry.
+  void Clear();
+
+  // Appends to `due` the ids whose deadlines are at or before `now`, earliest first
+  // (equal deadlines by id), and removes them: each is handed out once.
+  void TakeDue(uint64_t now, std::vector<size_t>& due);
+
+  // The earliest deadline; nullopt when there is none.
+  std::optional<uint64_t> NextDue() const;
+
+  size_t size() const { return heap_.size(); }
+
+ private:
+  static constexpr size_t kAbsent = static_cast<size_t>(-1);
+  struct Entry {
+    uint64_t due;
+    size_t id;
+  };
+  static bool Before(const Entry& a, const Entry& b) {
+    return a.due != b.due ? a.due < b.due : a.id < b.id;
+  }
+  void Place(size_t at, Entry entry);  // writes heap_[at] and records where the id is
+  void SiftUp(size_t at);
+  void SiftDown(size_t at);
+  void RemoveAt(size_t at);
+
+  std::vector<Entry> heap_;
+  std::vector<size_t> position_;  // id -> index into heap_, or kAbsent
 };
 
 }  // namespace rollguard

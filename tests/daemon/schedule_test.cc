@@ -1,6 +1,9 @@
 #include "daemon/schedule.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <optional>
+#include <utility>
 #include <vector>
 
 using namespace rollguard;
@@ -76,4 +79,107 @@ TEST_CASE("schedule queue: runs due at the same slot come in id order", "[schedu
   std::vector<size_t> due;
   queue.TakeDue(1'000, due);
   CHECK(due == std::vector<size_t>{1, 3, 5, 9});
+}
+
+TEST_CASE("deadline queue hands out each due id once, earliest first", "[schedule][deadline]") {
+  DeadlineQueue queue;
+  CHECK_FALSE(queue.NextDue().has_value());
+  queue.Set(3, 500);
+  queue.Set(1, 200);
+  queue.Set(7, 200);
+  queue.Set(2, 900);
+  REQUIRE(queue.NextDue() == 200u);
+  std::vector<size_t> due;
+  queue.TakeDue(199, due);
+  CHECK(due.empty());
+  queue.TakeDue(500, due);
+  CHECK(due == std::vector<size_t>{1, 7, 3});  // equal deadlines by id
+  CHECK(queue.size() == 1);
+  CHECK(queue.NextDue() == 900u);
+  due.clear();
+  queue.TakeDue(500, due);  // taken ones are gone, not rescheduled
+  CHECK(due.empty());
+}
+
+TEST_CASE("setting an id's deadline again moves its one entry", "[schedule][deadline]") {
+  DeadlineQueue queue;
+  queue.Set(0, 100);
+  queue.Set(1, 300);
+  queue.Set(0, 400);  // later
+  CHECK(queue.size() == 2);
+  CHECK(queue.NextDue() == 300u);
+  queue.Set(1, 50);  // earlier
+  CHECK(queue.NextDue() == 50u);
+  queue.Set(1, 50);  // unchanged
+  CHECK(queue.size() == 2);
+  std::vector<size_t> due;
+  queue.TakeDue(1'000, due);
+  CHECK(due == std::vector<size_t>{1, 0});
+}
+
+TEST_CASE("a removed or cleared deadline is never handed out", "[schedule][deadline]") {
+  DeadlineQueue queue;
+  queue.Set(0, 100);
+  queue.Set(1, 200);
+  queue.Set(2, 300);
+  queue.Remove(1);
+  queue.Remove(1);   // twice is fine
+  queue.Remove(42);  // never set
+  std::vector<size_t> due;
+  queue.TakeDue(1'000, due);
+  CHECK(due == std::vector<size_t>{0, 2});
+  queue.Set(5, 10);
+  queue.Clear();
+  CHECK_FALSE(queue.NextDue().has_value());
+  queue.Set(0, 20);  // usable after Clear
+  due.clear();
+  queue.TakeDue(20, due);
+  CHECK(due == std::vector<size_t>{0});
+}
+
+TEST_CASE("deadline queue agrees with a sorted list under random moves", "[schedule][deadline]") {
+  DeadlineQueue queue;
+  std::vector<std::optional<uint64_t>> expected(50);
+  uint64_t state = 12345;
+  auto next = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  uint64_t now = 0;
+  for (int step = 0; step < 5'000; ++step) {
+    const size_t id = next() % expected.size();
+    const uint64_t kind = next() % 10;
+    if (kind < 6) {
+      const uint64_t due = now + next() % 1'000;
+      queue.Set(id, due);
+      expected[id] = due;
+    } else if (kind < 8) {
+      queue.Remove(id);
+      expected[id].reset();
+    } else {
+      now += next() % 200;
+      std::vector<std::pair<uint64_t, size_t>> want;
+      for (size_t i = 0; i < expected.size(); ++i) {
+        if (expected[i] && *expected[i] <= now) {
+          want.emplace_back(*expected[i], i);
+          expected[i].reset();
+        }
+      }
+      std::sort(want.begin(), want.end());
+      std::vector<size_t> want_ids;
+      for (const auto& entry : want) want_ids.push_back(entry.second);
+      std::vector<size_t> due;
+      queue.TakeDue(now, due);
+      REQUIRE(due == want_ids);
+    }
+    std::optional<uint64_t> earliest;
+    size_t count = 0;
+    for (const auto& due : expected) {
+      if (!due) continue;
+      ++count;
+      if (!earliest || *due < *earliest) earliest = due;
+    }
+    REQUIRE(queue.size() == count);
+    REQUIRE(queue.NextDue() == earliest);
+  }
 }
