@@ -5,8 +5,10 @@
 #include <systemd/sd-event.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "daemon/control_socket.h"
 #include "daemon/http_endpoints.h"
@@ -29,11 +31,14 @@ uint64_t MonotonicNowUs() {
 
 uint64_t ToMicros(Duration d) { return static_cast<uint64_t>(d.count()) * 1000; }
 
-// Rules whose probes went silent are evaluated at least this often, so staleness and
-// `no_data` grades are noticed without any probe reporting.
+// Every rule not evaluated for this long is evaluated by the sweep: a safety net under
+// the rules' own deadlines (RuleOutcome::next_evaluation), which already cover `for`,
+// `recover`, staleness and windows without any probe reporting.
 constexpr uint64_t kSweepIntervalUs = 1'000'000;
 
 constexpr uint64_t kProbeTimerAccuracyUs = 1'000;
+// A `for` that elapsed should act within a few milliseconds, not sd-event's default 250.
+constexpr uint64_t kRuleTimerAccuracyUs = 1'000;
 
 class Daemon final : public ControlTarget {
  public:
@@ -47,6 +52,7 @@ class Daemon final : public ControlTarget {
     probe_context_.reset();
     if (sweep_ != nullptr) sd_event_source_unref(sweep_);
     if (schedule_timer_ != nullptr) sd_event_source_unref(schedule_timer_);
+    if (deadline_timer_ != nullptr) sd_event_source_unref(deadline_timer_);
     if (publish_ != nullptr) sd_event_source_unref(publish_);
     if (publish_timer_ != nullptr) sd_event_source_unref(publish_timer_);
     for (sd_event_source* source : signal_sources_) sd_event_source_unref(source);
@@ -230,6 +236,10 @@ class Daemon final : public ControlTarget {
       }
     }
     last_evaluated_.assign(rules_->size(), TimePoint{});
+    // Deadlines are by rule index, and indexes belong to the old RuleSet: none may reach
+    // the new one. Restored rules are stale until their probes report, so they have none.
+    deadlines_.Clear();
+    ArmDeadlines();
     observers_.OnConfigApplied(config_, clock_.Now());
     // Breakers are reported every second; observers see them from the start too.
     observers_.OnBreakers(responder_->Breakers(clock_.Now()), clock_.Now());
@@ -311,9 +321,58 @@ class Daemon final : public ControlTarget {
   void Evaluate(size_t index, TimePoint now) {
     last_evaluated_[index] = now;
     const RuleOutcome outcome = rules_->Evaluate(index, now);
+    if (outcome.next_evaluation) {
+      deadlines_.Set(index, static_cast<uint64_t>(ToMillis(*outcome.next_evaluation)));
+    } else {
+      deadlines_.Remove(index);
+    }
+    ArmDeadlines();
     responder_->OnOutcome(*rules_, index, outcome, now);
     observers_.OnRuleEvaluated(*rules_, index, outcome, now);
     if (outcome.changed) status_dirty_ = true;
+  }
+
+  // One timer at the earliest rule deadline. Deadlines are wall-clock milliseconds, as
+  // the rules keep time; the timer is monotonic, so it is set that far from now. Only a
+  // new earliest deadline touches the timer: most evaluations move a later one.
+  void ArmDeadlines() {
+    const std::optional<uint64_t> due = deadlines_.NextDue();
+    if (due == deadline_armed_) return;
+    deadline_armed_ = due;
+    if (!due) {
+      if (deadline_timer_ != nullptr) sd_event_source_set_enabled(deadline_timer_, SD_EVENT_OFF);
+      return;
+    }
+    // The clock truncates to whole milliseconds, so the real time is already at least
+    // Now(): after `wait_ms` the clock reads at least the deadline, and the rule sees its
+    // `for` elapsed rather than pending by a millisecond.
+    const int64_t wait_ms =
+        std::max<int64_t>(0, static_cast<int64_t>(*due) - ToMillis(clock_.Now()));
+    const uint64_t at_us = MonotonicNowUs() + static_cast<uint64_t>(wait_ms) * 1000;
+    if (deadline_timer_ == nullptr) {
+      sd_event_add_time(event_, &deadline_timer_, CLOCK_MONOTONIC, at_us, kRuleTimerAccuracyUs,
+                        &Daemon::OnDeadline, this);
+      return;
+    }
+    sd_event_source_set_time(deadline_timer_, at_us);
+    sd_event_source_set_enabled(deadline_timer_, SD_EVENT_ONESHOT);
+  }
+
+  // Evaluates every rule whose deadline has come. Each evaluation sets a deadline later
+  // than `now` or none, and the due ones are taken out first, so this never spins. A
+  // wake-up a little early (the wall clock stepped) takes nothing and re-arms.
+  static int OnDeadline(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
+    auto* daemon = static_cast<Daemon*>(userdata);
+    const TimePoint now = daemon->clock_.Now();
+    daemon->deadline_armed_.reset();  // the one-shot timer is spent
+    daemon->due_rules_.clear();
+    daemon->deadlines_.TakeDue(static_cast<uint64_t>(std::max<int64_t>(0, ToMillis(now))),
+                               daemon->due_rules_);
+    for (size_t index : daemon->due_rules_) {
+      if (index < daemon->rules_->size()) daemon->Evaluate(index, now);
+    }
+    daemon->ArmDeadlines();
+    return 0;
   }
 
   static int OnSweep(sd_event_source* source, uint64_t usec, void* userdata) {
@@ -395,6 +454,12 @@ class Daemon final : public ControlTarget {
   ScheduleQueue schedule_;
   sd_event_source* schedule_timer_ = nullptr;
   std::vector<size_t> due_;
+  // When each rule must be evaluated again without new data (ids are rule indexes), one
+  // timer at the earliest (nullopt in deadline_armed_: off), and OnDeadline's batch.
+  DeadlineQueue deadlines_;
+  sd_event_source* deadline_timer_ = nullptr;
+  std::optional<uint64_t> deadline_armed_;
+  std::vector<size_t> due_rules_;
   sd_event_source* publish_ = nullptr;        // after each loop iteration: status snapshot
   sd_event_source* publish_timer_ = nullptr;  // a change waiting for the 100ms interval
   std::unique_ptr<ProbeContext> probe_context_;

@@ -4,7 +4,9 @@
 // loop), action child processes, signals, the systemd watchdog. Nothing in it blocks.
 // The loop reads the clock and passes `now` into the pure parts (rules, breaker,
 // planner). On every probe result the rules that read the probe are evaluated at once;
-// a one-second sweep evaluates rules whose probes went silent, so staleness is noticed.
+// each rule is evaluated again at the moment its outcome says time alone may change it
+// (a `for` elapsing, staleness; one timer for all rules), and a one-second sweep
+// evaluates any rule nothing else has touched, as a safety net.
 //
 // Signals: SIGTERM/SIGINT stop (STOPPING=1), SIGHUP reloads (RELOADING=1): a config that
 // fails to load is rejected whole and the running one continues.

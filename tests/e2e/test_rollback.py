@@ -362,3 +362,55 @@ def test_breaker_cooldown_outlasts_the_window_then_closes(make_config, target, r
     assert incident(config, target, daemon)["decision"] == "executed", config.actions()
     assert len(rollback.runs()) == 4
     daemon.stop()
+
+
+SLOW_PROBE_RULES = """
+    [probe api]
+    type          = http
+    url           = {url}
+    interval      = 2s
+    timeout       = 1s
+    expect_status = 200-599
+
+    [rule api]
+    critical    = api.status >= 500 for 300ms
+    on_critical = rollback
+
+    [action rollback]
+    type     = exec
+    command  = {rollback}
+    timeout  = 10s
+    cooldown = 0s
+"""
+
+
+def test_for_acts_when_it_elapses_not_at_the_next_probe_result(make_config, target, rollback,
+                                                               daemons):
+    # Probes every 2s and `for 300ms`: the rule must act 300ms after the first 503 is
+    # evaluated. Waiting for the next result would take 2s; the one-second sweep only
+    # evaluates a rule that has gone a full second unevaluated. Both are well past the
+    # bound below, which leaves ample room for a loaded machine.
+    config = make_config(MAIN, {"api.rules": SLOW_PROBE_RULES}, window="30s", cooldown="5s")
+    daemon = daemons(config)
+    wait_for_probes(target, 1, since=daemon.started_at, daemon=daemon)
+    time.sleep(0.2)  # the healthy answer has been evaluated
+    target.set_mode("error")
+    bad_since = time.time()  # every request from here on is answered 503
+
+    wait_until(rollback.runs, WAIT, "the rollback once `for 300ms` has held")
+    assert rollback.runs() == [("api", "critical", "excellent")]
+    first_error = target.requests_since(bad_since)[0]
+    entry = decided(config.actions())[0]
+    assert (entry["grade"], entry["decision"]) == ("critical", "executed"), entry
+    acted = entry["ts_ms"] / 1000
+    assert acted >= first_error + 0.3 - 0.05, (
+        f"acted {acted - first_error:.2f}s after the first 503 was requested, before "
+        f"`for 300ms` could hold")
+    assert acted < first_error + 0.9, (
+        f"acted {acted - first_error:.2f}s after the first 503 was requested: the `for` "
+        f"elapsed at 0.3s but nothing evaluated the rule until much later")
+    # Causality, whatever the timing: the decision came before the next probe request.
+    later = [t for t in target.requests_since(bad_since) if t > first_error]
+    assert not later or acted < later[0], (
+        f"acted {acted - later[0]:.2f}s after the second 503 was requested")
+    daemon.stop()
