@@ -4,6 +4,7 @@
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "daemon/action_planner.h"
+#include "daemon/probe_metrics.h"
 
 namespace rollguard {
 namespace {
@@ -23,10 +25,6 @@ using prometheus::Family;
 using prometheus::Gauge;
 using prometheus::Histogram;
 
-// Probe runs last from a millisecond (loopback TCP) to their timeout (at most 30s is
-// sensible for a health check).
-const Histogram::BucketBoundaries kProbeBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                   0.25,  0.5,    1,     2.5,  5,     10,   30};
 // Detection to action includes `for` and `recover` time: seconds to an hour.
 const Histogram::BucketBoundaries kDetectionBuckets = {0.1, 0.5, 1,   2.5, 5,    10,  30,
                                                        60,  120, 300, 600, 1800, 3600};
@@ -55,31 +53,12 @@ const std::array<std::string_view, 3> kNotificationResults = {"sent", "failed", 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
 
-  Family<Gauge>& probe_success = prometheus::BuildGauge()
-                                     .Name("rollguard_probe_success")
-                                     .Help("1 when the probe's last run was up, else 0.")
-                                     .Register(*registry);
-  Family<Histogram>& probe_duration = prometheus::BuildHistogram()
-                                          .Name("rollguard_probe_duration_seconds")
-                                          .Help("How long probe runs took, in seconds.")
-                                          .Register(*registry);
-  Family<Gauge>& probe_value = prometheus::BuildGauge()
-                                   .Name("rollguard_probe_value")
-                                   .Help("The last numeric value of each probe field.")
-                                   .Register(*registry);
-  Family<Gauge>& rule_grade =
-      prometheus::BuildGauge()
-          .Name("rollguard_rule_grade")
-          .Help("The rule's grade: 0 excellent, 1 good, 2 warning, 3 critical, 4 failure.")
-          .Register(*registry);
-  Family<Gauge>& rule_grade_info = prometheus::BuildGauge()
-                                       .Name("rollguard_rule_grade_info")
-                                       .Help("1 for the rule's current grade, 0 for the others.")
-                                       .Register(*registry);
-  Family<Gauge>& rule_stale = prometheus::BuildGauge()
-                                  .Name("rollguard_rule_stale")
-                                  .Help("1 while every probe the rule reads is stale.")
-                                  .Register(*registry);
+  // The series of every probe and rule, updated on every report: kept compact and rendered
+  // when scraped (daemon/probe_metrics.h). They come first in the exposition, where they
+  // were as the registry's first families.
+  ProbeMetrics probes;
+  RuleMetrics rules;
+
   Family<Counter>& actions = prometheus::BuildCounter()
                                  .Name("rollguard_actions_total")
                                  .Help(
@@ -135,21 +114,6 @@ struct Metrics::Impl {
   Gauge& reload_ok = reload_success.Add({});
   Gauge& reload_time = reload_timestamp.Add({});
 
-  struct ProbeSeries {
-    std::string type;
-    Gauge* success = nullptr;
-    Histogram* duration = nullptr;
-    std::map<std::string, Gauge*> values;
-  };
-  std::map<std::string, ProbeSeries, std::less<>> probes;
-
-  struct RuleSeries {
-    Gauge* grade = nullptr;
-    std::array<Gauge*, kGradeCount> info{};
-    Gauge* stale = nullptr;
-  };
-  std::map<std::string, RuleSeries, std::less<>> rules;
-
   std::map<std::string, std::map<std::string, Counter*, std::less<>>, std::less<>> action_series;
 
   // Configured notifiers whose result series exist. Event loop only; the counters
@@ -163,41 +127,6 @@ struct Metrics::Impl {
     Gauge* redis_up = nullptr;  // fleet breakers only
   };
   std::map<std::string, BreakerSeries> breakers;
-
-  void RemoveProbe(ProbeSeries& series) {
-    if (series.success != nullptr) probe_success.Remove(series.success);
-    if (series.duration != nullptr) probe_duration.Remove(series.duration);
-    for (auto& [field, gauge] : series.values) probe_value.Remove(gauge);
-    series = ProbeSeries{};
-  }
-
-  void RemoveRule(RuleSeries& series) {
-    rule_grade.Remove(series.grade);
-    for (Gauge* gauge : series.info) rule_grade_info.Remove(gauge);
-    rule_stale.Remove(series.stale);
-  }
-
-  RuleSeries& Rule(const std::string& name) {
-    auto it = rules.find(name);
-    if (it != rules.end()) return it->second;
-    RuleSeries series;
-    series.grade = &rule_grade.Add({{"rule", name}});
-    for (int g = 0; g < kGradeCount; ++g) {
-      series.info[static_cast<size_t>(g)] = &rule_grade_info.Add(
-          {{"rule", name}, {"grade", std::string(GradeName(static_cast<Grade>(g)))}});
-    }
-    series.stale = &rule_stale.Add({{"rule", name}});
-    return rules.emplace(name, series).first->second;
-  }
-
-  void SetRule(const std::string& name, Grade grade, bool stale) {
-    RuleSeries& series = Rule(name);
-    series.grade->Set(GradeIndex(grade));
-    for (int g = 0; g < kGradeCount; ++g) {
-      series.info[static_cast<size_t>(g)]->Set(g == GradeIndex(grade) ? 1 : 0);
-    }
-    series.stale->Set(stale ? 1 : 0);
-  }
 
   Counter& Action(std::string_view action, std::string_view result) {
     auto& by_result = action_series[std::string(action)];
@@ -225,33 +154,18 @@ void Metrics::OnConfigApplied(const Config& config, TimePoint now) {
   // others are created by the first result.
   std::map<std::string, std::string, std::less<>> probe_types;
   for (const auto& probe : config.probes) probe_types[probe->spec().name] = probe->spec().type;
-  for (auto it = m.probes.begin(); it != m.probes.end();) {
-    auto kept = probe_types.find(it->first);
-    if (kept == probe_types.end() || kept->second != it->second.type) {
-      m.RemoveProbe(it->second);
-      it = m.probes.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  m.probes.Retain(probe_types);
 
   // Rules: every configured rule has its series from the start, with its (restored)
   // grade; removed rules lose theirs.
   const RuleSet& rules = *config.rules;
-  std::set<std::string, std::less<>> rule_names;
+  std::vector<RuleMetrics::ConfiguredRule> configured_rules(rules.size());
   for (size_t i = 0; i < rules.size(); ++i) {
-    const std::string& name = rules.definition(i).name;
-    rule_names.insert(name);
-    m.SetRule(name, rules.grade(i), rules.stale(i));
+    configured_rules[i].name = rules.definition(i).name;
+    configured_rules[i].grade = rules.grade(i);
+    configured_rules[i].stale = rules.stale(i);
   }
-  for (auto it = m.rules.begin(); it != m.rules.end();) {
-    if (rule_names.count(it->first) == 0) {
-      m.RemoveRule(it->second);
-      it = m.rules.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  m.rules.Configure(configured_rules);
 
   // Actions: every configured action has all its result series, at 0 until counted.
   std::set<std::string, std::less<>> action_names;
@@ -292,42 +206,14 @@ void Metrics::OnReloadFailed(const std::string& /*error*/, TimePoint now) {
 }
 
 void Metrics::OnProbeResult(const ProbeSpec& probe, const ProbeResult& result, TimePoint /*now*/) {
-  Impl& m = *impl_;
-  Impl::ProbeSeries& series = m.probes[probe.name];
-  if (series.success == nullptr) {
-    series.type = probe.type;
-    const prometheus::Labels labels = {{"probe", probe.name}, {"type", probe.type}};
-    series.success = &m.probe_success.Add(labels);
-    series.duration = &m.probe_duration.Add(labels, kProbeBuckets);
-  }
-  series.success->Set(result.up ? 1 : 0);
-  series.duration->Observe(result.latency_seconds);
-
   // probe_value mirrors the last result: a field it lacks (a down probe has none) has no
   // series, rather than a stale number that looks current.
-  for (auto it = series.values.begin(); it != series.values.end();) {
-    auto field = result.fields.find(it->first);
-    if (field == result.fields.end() || !std::holds_alternative<double>(field->second)) {
-      m.probe_value.Remove(it->second);
-      it = series.values.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& [field, value] : result.fields) {
-    const double* number = std::get_if<double>(&value);
-    if (number == nullptr) continue;
-    Gauge*& gauge = series.values[field];
-    if (gauge == nullptr) gauge = &m.probe_value.Add({{"probe", probe.name}, {"field", field}});
-    gauge->Set(*number);
-  }
+  impl_->probes.Record(probe, result);
 }
 
 void Metrics::OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
                               TimePoint /*now*/) {
-  const std::string& name = rules.definition(index).name;
-  if (impl_->rules.find(name) == impl_->rules.end()) return;  // not of the running config
-  impl_->SetRule(name, outcome.grade, outcome.stale);
+  impl_->rules.Record(rules.definition(index).name, outcome.grade, outcome.stale);
 }
 
 void Metrics::OnActionDecided(const JournalRecord& record, const PlannedAction& plan,
@@ -386,8 +272,11 @@ void Metrics::CountNotification(std::string_view notifier, std::string_view resu
 }
 
 std::string Metrics::Exposition() const {
+  std::vector<prometheus::MetricFamily> families = impl_->probes.Collect();
+  for (auto& family : impl_->rules.Collect()) families.push_back(std::move(family));
+  for (auto& family : impl_->registry->Collect()) families.push_back(std::move(family));
   std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, impl_->registry->Collect());
+  prometheus::TextSerializer().Serialize(out, families);
   return out.str();
 }
 

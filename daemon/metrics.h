@@ -20,6 +20,10 @@
 // A reload removes the series of probes, rules and actions that are gone; surviving
 // series keep their values (counters are never reset by a reload).
 //
+// The probe_* and rule_* series, one set per probe and rule updated on every report, are
+// kept by ProbeMetrics and RuleMetrics (daemon/probe_metrics.h): O(fields) per report, no
+// scan of other probes. The rest are prometheus-cpp families.
+//
 // Threads: observer calls belong to the event loop. Exposition() and
 // CountNotification() may be called from any thread.
 #pragma once
