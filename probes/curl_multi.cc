@@ -1,8 +1,9 @@
 #include "probes/curl_multi.h"
 
-#include <curl/curl.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <systemd/sd-event.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <ctime>
@@ -32,6 +33,8 @@ CurlMulti::CurlMulti(sd_event* event) : event_(event) {
     std::abort();
   }
   sd_event_source_set_enabled(timer_, SD_EVENT_OFF);
+  if (sd_event_add_defer(event_, &kick_, &CurlMulti::OnKick, this) < 0) std::abort();
+  sd_event_source_set_enabled(kick_, SD_EVENT_OFF);
 }
 
 CurlMulti::~CurlMulti() {
@@ -40,15 +43,40 @@ CurlMulti::~CurlMulti() {
   transfers_.clear();
   // Closing cached connections may still call OnSocket(REMOVE); `this` is intact here.
   curl_multi_cleanup(multi_);
-  for (const auto& [fd, source] : sockets_) sd_event_source_disable_unref(source);
+  // Sockets curl has not closed by now belong to no transfer; the sources go, the sockets
+  // were curl's to close.
+  for (const auto& [fd, watch] : sockets_) sd_event_source_disable_unref(watch.source);
   sockets_.clear();
   sd_event_source_disable_unref(timer_);
+  sd_event_source_disable_unref(kick_);
+  for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+}
+
+CURL* CurlMulti::TakeEasy() {
+  if (idle_easy_.empty()) return curl_easy_init();
+  CURL* easy = idle_easy_.back();
+  idle_easy_.pop_back();
+  return easy;
+}
+
+void CurlMulti::GiveBackEasy(CURL* easy) {
+  if (easy == nullptr) return;
+  if (idle_easy_.size() >= kMaxIdleEasyHandles) {
+    curl_easy_cleanup(easy);
+    return;
+  }
+  curl_easy_reset(easy);
+  idle_easy_.push_back(easy);
 }
 
 bool CurlMulti::Add(CURL* easy, Completion done) {
   auto [it, inserted] = transfers_.emplace(easy, std::move(done));
   if (!inserted) return false;
-  if (curl_multi_add_handle(multi_, easy) != CURLM_OK) {
+  if (curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlMulti::OnOpenSocket) != CURLE_OK ||
+      curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this) != CURLE_OK ||
+      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlMulti::OnCloseSocket) != CURLE_OK ||
+      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this) != CURLE_OK ||
+      curl_multi_add_handle(multi_, easy) != CURLM_OK) {
     transfers_.erase(it);
     return false;
   }
@@ -67,31 +95,80 @@ int CurlMulti::OnSocket(CURL* /*easy*/, int fd, int what, void* self, void* sock
                                                      static_cast<sd_event_source*>(socket));
 }
 
+curl_socket_t CurlMulti::OnOpenSocket(void* self, curlsocktype /*purpose*/,
+                                      curl_sockaddr* address) {
+  // What curl's own opener does, plus close-on-exec: exec probes and actions fork, and
+  // must not inherit connections.
+  const int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  static_cast<CurlMulti*>(self)->sockets_[fd].owned = true;
+  return fd;
+}
+
+int CurlMulti::OnCloseSocket(void* self, curl_socket_t fd) {
+  // Unregistered while the descriptor is still open, so epoll and sd-event agree.
+  static_cast<CurlMulti*>(self)->Unwatch(fd);
+  return close(fd);
+}
+
+void CurlMulti::Unwatch(int fd) {
+  auto it = sockets_.find(fd);
+  if (it == sockets_.end()) return;
+  sd_event_source_disable_unref(it->second.source);
+  sockets_.erase(it);
+}
+
 int CurlMulti::UpdateSocket(int fd, int what, sd_event_source* known) {
   auto it = sockets_.find(fd);
   if (what == CURL_POLL_REMOVE) {
-    if (it != sockets_.end()) {
-      sd_event_source_disable_unref(it->second);
-      sockets_.erase(it);
+    if (it == sockets_.end()) return 0;
+    Watch& watch = it->second;
+    watch.wanted = false;
+    // An owned socket usually goes back to the connection cache, to be watched for the
+    // next response: its source stays registered for EPOLLIN until OnCloseSocket (a
+    // peer closing the idle connection wakes OnIo once, which then mutes it). Anything
+    // else, or a socket left waiting to write, is unregistered now.
+    uint32_t events = 0;
+    if (watch.owned && watch.source != nullptr &&
+        sd_event_source_get_io_events(watch.source, &events) >= 0 && events == EPOLLIN) {
+      return 0;
     }
+    if (watch.owned) {
+      if (watch.source != nullptr) sd_event_source_set_enabled(watch.source, SD_EVENT_OFF);
+      return 0;
+    }
+    Unwatch(fd);
     return 0;
   }
   uint32_t events = 0;
   if (what & CURL_POLL_IN) events |= EPOLLIN;
   if (what & CURL_POLL_OUT) events |= EPOLLOUT;
-  if (known != nullptr && it != sockets_.end() && it->second == known) {
-    return sd_event_source_set_io_events(known, events) < 0 ? -1 : 0;
+  if (it != sockets_.end() && it->second.source != nullptr &&
+      (it->second.owned || it->second.source == known)) {
+    // sd-event makes no system call when neither the mask nor the state changes.
+    Watch& watch = it->second;
+    watch.wanted = true;
+    if (sd_event_source_set_io_events(watch.source, events) < 0 ||
+        sd_event_source_set_enabled(watch.source, SD_EVENT_ON) < 0) {
+      return -1;
+    }
+    return 0;
   }
   // A socket curl has not told us about yet. A source still registered under the same fd
-  // belongs to a socket that was closed without a REMOVE (its epoll registration died with
-  // it), so it is replaced, never reused.
+  // for a socket we did not open belongs to one that was closed without a REMOVE (its
+  // epoll registration died with it), so it is replaced, never reused.
+  bool owned = false;
   if (it != sockets_.end()) {
-    sd_event_source_disable_unref(it->second);
+    owned = it->second.owned;
+    sd_event_source_disable_unref(it->second.source);
     sockets_.erase(it);
   }
   sd_event_source* source = nullptr;
   if (sd_event_add_io(event_, &source, fd, events, &CurlMulti::OnIo, this) < 0) return -1;
-  sockets_.emplace(fd, source);
+  Watch& watch = sockets_[fd];
+  watch.source = source;
+  watch.owned = owned;
+  watch.wanted = true;
   curl_multi_assign(multi_, fd, source);
   return 0;
 }
@@ -102,26 +179,42 @@ int CurlMulti::OnTimer(CURLM* /*multi*/, long timeout_ms, void* self) {  // NOLI
 }
 
 void CurlMulti::SetTimer(long timeout_ms) {  // NOLINT(runtime/int)
-  if (timeout_ms < 0) {
+  if (timeout_ms <= 0) {
     sd_event_source_set_enabled(timer_, SD_EVENT_OFF);
+    sd_event_source_set_enabled(kick_, timeout_ms == 0 ? SD_EVENT_ONESHOT : SD_EVENT_OFF);
     return;
   }
+  sd_event_source_set_enabled(kick_, SD_EVENT_OFF);
   uint64_t now = 0;
   sd_event_now(event_, CLOCK_MONOTONIC, &now);
   sd_event_source_set_time(timer_, now + static_cast<uint64_t>(timeout_ms) * 1000);
   sd_event_source_set_enabled(timer_, SD_EVENT_ONESHOT);
 }
 
-int CurlMulti::OnIo(sd_event_source* /*source*/, int fd, uint32_t revents, void* self) {
+int CurlMulti::OnIo(sd_event_source* source, int fd, uint32_t revents, void* self) {
+  auto* multi = static_cast<CurlMulti*>(self);
+  auto it = multi->sockets_.find(fd);
+  if (it != multi->sockets_.end() && !it->second.wanted) {
+    // An idle cached connection became readable: the peer closed it or sent something
+    // unasked. Curl notices when it next picks the connection; until then the source is
+    // muted so a level-triggered EOF does not spin the loop.
+    sd_event_source_set_enabled(source, SD_EVENT_OFF);
+    return 0;
+  }
   int mask = 0;
   if (revents & EPOLLIN) mask |= CURL_CSELECT_IN;
   if (revents & EPOLLOUT) mask |= CURL_CSELECT_OUT;
   if (revents & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
-  static_cast<CurlMulti*>(self)->Act(fd, mask);
+  multi->Act(fd, mask);
   return 0;
 }
 
 int CurlMulti::OnTimeout(sd_event_source* /*source*/, uint64_t /*usec*/, void* self) {
+  static_cast<CurlMulti*>(self)->Act(CURL_SOCKET_TIMEOUT, 0);
+  return 0;
+}
+
+int CurlMulti::OnKick(sd_event_source* /*source*/, void* self) {
   static_cast<CurlMulti*>(self)->Act(CURL_SOCKET_TIMEOUT, 0);
   return 0;
 }

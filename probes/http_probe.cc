@@ -110,6 +110,9 @@ struct HttpOptions {
   std::string url;
   std::string method = "GET";
   std::vector<std::string> headers;  // "Name: value", may hold secrets
+  // `headers` as curl takes them, built once: curl only reads the list, so every run
+  // shares it. Null when out of memory.
+  std::unique_ptr<curl_slist, void (*)(curl_slist*)> header_list{nullptr, curl_slist_free_all};
   std::optional<std::string> body;
   std::vector<StatusRange> expect_status = {{200, 299}};
   std::string expect_status_text = "200-299";
@@ -119,6 +122,22 @@ struct HttpOptions {
   bool tls_verify = true;
   std::string ca_file;
 };
+
+// The request headers: `headers` after an empty "Expect:", which stops curl waiting for
+// "100 Continue" on larger bodies (a second per run). Null when out of memory.
+curl_slist* BuildHeaderList(const std::vector<std::string>& headers) {
+  curl_slist* list = curl_slist_append(nullptr, "Expect:");
+  for (const std::string& header : headers) {
+    if (list == nullptr) return nullptr;
+    curl_slist* appended = curl_slist_append(list, header.c_str());
+    if (appended == nullptr) {
+      curl_slist_free_all(list);
+      return nullptr;
+    }
+    list = appended;
+  }
+  return list;
+}
 
 std::string FormatMiB(size_t bytes) {
   return bytes % (size_t{1} << 20) == 0 ? std::to_string(bytes >> 20) + " MiB"
@@ -202,12 +221,12 @@ class HttpProbe final : public Probe {
  private:
   // One run's libcurl state; heap-allocated so the pointers curl holds stay put.
   struct Transfer {
-    ~Transfer() {
-      if (easy != nullptr) curl_easy_cleanup(easy);
-      curl_slist_free_all(headers);
-    }
-    CURL* easy = nullptr;
-    curl_slist* headers = nullptr;
+    explicit Transfer(CurlMulti& curl) : pool(curl), easy(curl.TakeEasy()) {}
+    ~Transfer() { pool.GiveBackEasy(easy); }
+    Transfer(const Transfer&) = delete;
+    Transfer& operator=(const Transfer&) = delete;
+    CurlMulti& pool;
+    CURL* easy;
     std::string body;
     bool body_over_cap = false;
     std::optional<double> cert_expiry;
@@ -290,23 +309,15 @@ bool HttpProbe::Configure(Transfer& transfer) const {
     set(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, options.method.c_str()));
   }
 
-  // No "Expect: 100-continue" wait on larger bodies: it would cost a second per run.
-  transfer.headers = curl_slist_append(transfer.headers, "Expect:");
-  for (const std::string& header : options.headers) {
-    curl_slist* appended = curl_slist_append(transfer.headers, header.c_str());
-    if (appended == nullptr) return false;
-    transfer.headers = appended;
-  }
-  if (transfer.headers == nullptr) return false;
-  set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer.headers));
+  if (options.header_list == nullptr) return false;
+  set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, options.header_list.get()));
   return ok;
 }
 
 void HttpProbe::Start(ProbeDone done) {
   Cancel();
   done_ = std::move(done);
-  transfer_ = std::make_unique<Transfer>();
-  transfer_->easy = curl_easy_init();
+  transfer_ = std::make_unique<Transfer>(curl_);
   if (transfer_->easy == nullptr || !Configure(*transfer_) ||
       !curl_.Add(transfer_->easy, [this](int code) { OnDone(code); })) {
     transfer_.reset();
@@ -546,6 +557,7 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
   }
 
   if (keys.has_errors()) return nullptr;
+  options->header_list.reset(BuildHeaderList(options->headers));
   return std::make_shared<HttpProbeConfig>(std::move(spec), std::move(options));
 }
 
