@@ -141,10 +141,15 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
   auto it = probe_index_.find(probe.name);
   if (it == probe_index_.end()) return;  // a run that outlived its configuration
   ProbeEntry& entry = probes_[it->second];
+  // A probe going up or down is news; a new latency or field value is a reading.
+  if (!entry.last || entry.last->up != result.up) {
+    dirty_ = true;
+  } else {
+    readings_changed_ = true;
+  }
   entry.last = result;
   entry.reported_at = now;
   entry.rendered.clear();
-  dirty_ = true;
 }
 
 void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
@@ -314,9 +319,10 @@ std::string StatusBoard::Json() const {
 }
 
 std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
-  if (!dirty_) return std::nullopt;
-  if (last_publish_ && now - *last_publish_ < kPublishInterval && now >= *last_publish_) {
-    return *last_publish_ + kPublishInterval;
+  if (!dirty_ && !readings_changed_) return std::nullopt;
+  const Duration interval = dirty_ ? kPublishInterval : kReadingsInterval;
+  if (last_publish_ && now - *last_publish_ < interval && now >= *last_publish_) {
+    return *last_publish_ + interval;
   }
   auto document = std::make_shared<const std::string>(Json());
   {
@@ -324,6 +330,7 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     published_ = std::move(document);
   }
   dirty_ = false;
+  readings_changed_ = false;
   last_publish_ = now;
   return std::nullopt;
 }

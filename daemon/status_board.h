@@ -15,7 +15,8 @@
 // Threads: every observer call, SetPausedUntil(), Json() and MaybePublish() belong to the
 // event loop. Published() may be called from any thread (the HTTP server's): it returns
 // the document as last published, which MaybePublish() refreshes at most once per
-// `kPublishInterval` while something changed.
+// `kPublishInterval` after a change of grade, breaker, action, pause or configuration,
+// and at most once per `kReadingsInterval` when only probe readings changed.
 #pragma once
 
 #include <cstddef>
@@ -36,6 +37,11 @@ namespace rollguard {
 class StatusBoard final : public RuntimeObserver {
  public:
   static constexpr Duration kPublishInterval = std::chrono::milliseconds(100);
+  // Probes report many times a second when they run at short intervals, and re-rendering
+  // each one's reading ten times a second was a tenth of the daemon's CPU at 2,500 runs/s
+  // (bench/RESULTS.md). Readings alone (latency, fields) are refreshed once a second;
+  // anything an operator acts on still goes out within kPublishInterval.
+  static constexpr Duration kReadingsInterval = std::chrono::seconds(1);
   static constexpr size_t kDefaultMaxActions = 50;
 
   explicit StatusBoard(size_t max_actions = kDefaultMaxActions);
@@ -57,11 +63,12 @@ class StatusBoard final : public RuntimeObserver {
   std::string Json() const;
 
   // True when something changed since the last publication.
-  bool dirty() const { return dirty_; }
+  bool dirty() const { return dirty_ || readings_changed_; }
 
   // Publishes Json() when something changed and the last publication is at least
-  // kPublishInterval before `now`. Returns when to call again if a change is waiting
-  // for the interval to pass, nullopt when nothing is pending. Loop thread only.
+  // kPublishInterval (kReadingsInterval for readings only) before `now`. Returns when to
+  // call again if a change is waiting for its interval to pass, nullopt when nothing is
+  // pending. Loop thread only.
   std::optional<TimePoint> MaybePublish(TimePoint now);
 
   // The last published document ("{}" before the first). Any thread; never blocks on
@@ -111,7 +118,8 @@ class StatusBoard final : public RuntimeObserver {
   std::vector<BreakerReport> breakers_;
   std::deque<ActionEntry> actions_;  // newest first
 
-  bool dirty_ = true;
+  bool dirty_ = true;              // a change published within kPublishInterval
+  bool readings_changed_ = false;  // a probe reported since the last publication
   std::optional<TimePoint> last_publish_;
 
   mutable std::mutex published_mutex_;
