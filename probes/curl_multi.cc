@@ -5,6 +5,7 @@
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 
@@ -14,6 +15,11 @@ namespace {
 // sd-event coalesces timers within 250ms by default; curl's timers drive connect and
 // request timeouts, so they should fire when asked.
 constexpr uint64_t kTimerAccuracyUsec = 1000;
+// A waiting transfer's deadline is a timeout, reported as such: 10 ms late is fine, and
+// batches the expiry of a long queue into fewer wake-ups.
+constexpr uint64_t kExpiryAccuracyUsec = 10'000;
+
+constexpr size_t kOriginSlots = static_cast<size_t>(CurlMulti::kMaxHostConnections);
 
 }  // namespace
 
@@ -35,11 +41,18 @@ CurlMulti::CurlMulti(sd_event* event) : event_(event) {
   sd_event_source_set_enabled(timer_, SD_EVENT_OFF);
   if (sd_event_add_defer(event_, &kick_, &CurlMulti::OnKick, this) < 0) std::abort();
   sd_event_source_set_enabled(kick_, SD_EVENT_OFF);
+  if (sd_event_add_time(event_, &expiry_, CLOCK_MONOTONIC, 0, kExpiryAccuracyUsec,
+                        &CurlMulti::OnExpiry, this) < 0) {
+    std::abort();
+  }
+  sd_event_source_set_enabled(expiry_, SD_EVENT_OFF);
 }
 
 CurlMulti::~CurlMulti() {
   *alive_ = false;
-  for (const auto& [easy, done] : transfers_) curl_multi_remove_handle(multi_, easy);
+  for (const auto& [easy, transfer] : transfers_) {
+    if (transfer.state == State::kInCurl) curl_multi_remove_handle(multi_, easy);
+  }
   transfers_.clear();
   // Closing cached connections may still call OnSocket(REMOVE); `this` is intact here.
   curl_multi_cleanup(multi_);
@@ -49,6 +62,7 @@ CurlMulti::~CurlMulti() {
   sockets_.clear();
   sd_event_source_disable_unref(timer_);
   sd_event_source_disable_unref(kick_);
+  sd_event_source_disable_unref(expiry_);
   for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
 }
 
@@ -69,25 +83,167 @@ void CurlMulti::GiveBackEasy(CURL* easy) {
   idle_easy_.push_back(easy);
 }
 
+bool CurlMulti::SetSocketCallbacks(CURL* easy) {
+  return curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlMulti::OnOpenSocket) == CURLE_OK &&
+         curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this) == CURLE_OK &&
+         curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlMulti::OnCloseSocket) ==
+             CURLE_OK &&
+         curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this) == CURLE_OK;
+}
+
 bool CurlMulti::Add(CURL* easy, Completion done) {
-  auto [it, inserted] = transfers_.emplace(easy, std::move(done));
+  auto [it, inserted] = transfers_.try_emplace(easy);
   if (!inserted) return false;
-  if (curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlMulti::OnOpenSocket) != CURLE_OK ||
-      curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this) != CURLE_OK ||
-      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlMulti::OnCloseSocket) != CURLE_OK ||
-      curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this) != CURLE_OK ||
-      curl_multi_add_handle(multi_, easy) != CURLM_OK) {
+  if (!SetSocketCallbacks(easy) || curl_multi_add_handle(multi_, easy) != CURLM_OK) {
     transfers_.erase(it);
     return false;
   }
+  it->second.done = std::move(done);
+  it->second.serial = next_serial_++;
   return true;
+}
+
+bool CurlMulti::AddQueued(CURL* easy, const std::string& origin, Duration timeout,
+                          Completion done) {
+  auto [it, inserted] = transfers_.try_emplace(easy);
+  if (!inserted) return false;
+  if (!SetSocketCallbacks(easy)) {
+    transfers_.erase(it);
+    return false;
+  }
+  auto [queue_it, created] = origins_.try_emplace(origin);
+  Origin& queue = queue_it->second;
+  if (created) queue.name = origin;
+  Transfer& transfer = it->second;
+  const uint64_t now = NowUsec();
+  transfer.origin = &queue;
+  transfer.serial = next_serial_++;
+  transfer.deadline_usec =
+      now + static_cast<uint64_t>(std::max<Duration::rep>(timeout.count(), 1)) * 1000;
+  if (queue.in_curl < kOriginSlots && queue.waiting.empty()) {
+    if (!EnterCurl(easy, transfer, now)) {
+      transfers_.erase(it);
+      DropIfIdle(queue);
+      return false;
+    }
+  } else {
+    transfer.state = State::kWaiting;
+    transfer.place = queue.waiting.insert(queue.waiting.end(), easy);
+    ++waiting_count_;
+    ArmExpiry(transfer.deadline_usec);
+  }
+  transfer.done = std::move(done);
+  return true;
+}
+
+bool CurlMulti::EnterCurl(CURL* easy, Transfer& transfer, uint64_t now_usec) {
+  const uint64_t left_ms = (transfer.deadline_usec - now_usec + 999) / 1000;
+  if (curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left_ms)) !=
+          CURLE_OK ||  // NOLINT
+      curl_multi_add_handle(multi_, easy) != CURLM_OK) {
+    return false;
+  }
+  transfer.state = State::kInCurl;
+  ++transfer.origin->in_curl;
+  return true;
+}
+
+void CurlMulti::LeftCurl(const Transfer& transfer) {
+  if (transfer.origin == nullptr) return;
+  --transfer.origin->in_curl;
+  Admit(*transfer.origin);
+  DropIfIdle(*transfer.origin);
+}
+
+void CurlMulti::Admit(Origin& origin) {
+  while (origin.in_curl < kOriginSlots && !origin.waiting.empty()) {
+    CURL* easy = origin.waiting.front();
+    origin.waiting.pop_front();
+    --waiting_count_;
+    Transfer& transfer = transfers_.at(easy);
+    const uint64_t now = NowUsec();
+    if (now >= transfer.deadline_usec) {
+      EndWithoutCurl(easy, transfer, CURLE_OPERATION_TIMEDOUT);
+    } else if (!EnterCurl(easy, transfer, now)) {
+      EndWithoutCurl(easy, transfer, CURLE_OUT_OF_MEMORY);
+    }
+  }
+}
+
+void CurlMulti::DropIfIdle(const Origin& origin) {
+  if (origin.in_curl != 0 || !origin.waiting.empty()) return;
+  const auto it = origins_.find(origin.name);
+  if (it != origins_.end()) origins_.erase(it);
+}
+
+void CurlMulti::EndWithoutCurl(CURL* easy, Transfer& transfer, int code) {
+  // Never completed on the spot: this runs inside Add, Remove and completions, whose
+  // callers do not expect a callback there.
+  transfer.state = State::kEnded;
+  ended_.push_back(Ended{easy, transfer.serial, code});
+  sd_event_source_set_enabled(kick_, SD_EVENT_ONESHOT);
+}
+
+void CurlMulti::ArmExpiry(uint64_t deadline_usec) {
+  if (expiry_armed_usec_ != 0 && expiry_armed_usec_ <= deadline_usec) return;
+  expiry_armed_usec_ = deadline_usec;
+  sd_event_source_set_time(expiry_, deadline_usec);
+  sd_event_source_set_enabled(expiry_, SD_EVENT_ONESHOT);
+}
+
+int CurlMulti::OnExpiry(sd_event_source* /*source*/, uint64_t /*usec*/, void* self) {
+  auto* multi = static_cast<CurlMulti*>(self);
+  multi->expiry_armed_usec_ = 0;
+  const uint64_t now = multi->NowUsec();
+  uint64_t next = 0;
+  for (auto origin_it = multi->origins_.begin(); origin_it != multi->origins_.end();) {
+    Origin& origin = origin_it->second;
+    for (auto it = origin.waiting.begin(); it != origin.waiting.end();) {
+      Transfer& transfer = multi->transfers_.at(*it);
+      if (transfer.deadline_usec > now) {
+        if (next == 0 || transfer.deadline_usec < next) next = transfer.deadline_usec;
+        ++it;
+        continue;
+      }
+      multi->EndWithoutCurl(*it, transfer, CURLE_OPERATION_TIMEDOUT);
+      it = origin.waiting.erase(it);
+      --multi->waiting_count_;
+    }
+    if (origin.in_curl == 0 && origin.waiting.empty()) {
+      origin_it = multi->origins_.erase(origin_it);
+    } else {
+      ++origin_it;
+    }
+  }
+  if (next != 0) multi->ArmExpiry(next);
+  multi->DispatchCompleted();
+  return 0;
+}
+
+uint64_t CurlMulti::NowUsec() const {
+  uint64_t now = 0;
+  sd_event_now(event_, CLOCK_MONOTONIC, &now);
+  return now;
 }
 
 void CurlMulti::Remove(CURL* easy) {
   auto it = transfers_.find(easy);
   if (it == transfers_.end()) return;
+  const Transfer transfer = std::move(it->second);
   transfers_.erase(it);
-  curl_multi_remove_handle(multi_, easy);
+  switch (transfer.state) {
+    case State::kWaiting:
+      transfer.origin->waiting.erase(transfer.place);
+      --waiting_count_;
+      DropIfIdle(*transfer.origin);
+      break;
+    case State::kInCurl:
+      curl_multi_remove_handle(multi_, easy);
+      LeftCurl(transfer);
+      break;
+    case State::kEnded:  // its Ended entry no longer matches anything
+      break;
+  }
 }
 
 int CurlMulti::OnSocket(CURL* /*easy*/, int fd, int what, void* self, void* socket) {
@@ -227,6 +383,18 @@ void CurlMulti::Act(int fd, int event_mask) {
 
 void CurlMulti::DispatchCompleted() {
   const std::shared_ptr<bool> alive = alive_;
+  while (!ended_.empty()) {
+    std::vector<Ended> batch;
+    batch.swap(ended_);
+    for (const Ended& ended : batch) {
+      auto it = transfers_.find(ended.easy);
+      if (it == transfers_.end() || it->second.serial != ended.serial) continue;
+      Completion done = std::move(it->second.done);
+      transfers_.erase(it);
+      done(ended.code);
+      if (!*alive) return;
+    }
+  }
   int queued = 0;
   while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
     if (message->msg != CURLMSG_DONE) continue;
@@ -237,9 +405,10 @@ void CurlMulti::DispatchCompleted() {
     curl_multi_remove_handle(multi_, easy);
     auto it = transfers_.find(easy);
     if (it == transfers_.end()) continue;
-    Completion done = std::move(it->second);
+    const Transfer transfer = std::move(it->second);
     transfers_.erase(it);
-    done(code);
+    LeftCurl(transfer);
+    transfer.done(code);
     if (!*alive) return;
   }
 }

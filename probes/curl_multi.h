@@ -20,9 +20,13 @@
 #include <curl/curl.h>
 
 #include <functional>
+#include <list>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "common/time.h"
 
 typedef struct sd_event sd_event;                // NOLINT: matches <systemd/sd-event.h>
 typedef struct sd_event_source sd_event_source;  // NOLINT
@@ -40,10 +44,10 @@ class CurlMulti {
   static constexpr long kMaxCachedConnections = 256;  // NOLINT(runtime/int): curl's type
 
   // Connections open at once to one host (CURLMOPT_MAX_HOST_CONNECTIONS); transfers past
-  // it wait in curl for one of them to finish. Without a cap, a burst of runs to one
-  // target (1,000 probes at startup, or a loop that fell behind) opened a connection per
-  // run; on a busy machine connecting took longer than short timeouts, every timed-out
-  // run closed its connection, and the next runs connected afresh: nothing was answered
+  // it wait (in AddQueued's queue, or in curl for Add) for one of them to finish. Without a cap, a
+  // burst of runs to one target (1,000 probes at startup, or a loop that fell behind) opened a
+  // connection per run; on a busy machine connecting took longer than short timeouts, every
+  // timed-out run closed its connection, and the next runs connected afresh: nothing was answered
   // again until the load went away (bench/RESULTS.md). Queued on a few warm connections,
   // the same burst is served in milliseconds. The cost: past this many runs in flight to
   // one host, a run waits for a connection, within its own timeout.
@@ -65,6 +69,16 @@ class CurlMulti {
   // REQUIRES: `easy` not already added.
   bool Add(CURL* easy, Completion done);
 
+  // Add() for a transfer to `origin` ("scheme://host:port") that waits its turn here,
+  // first come first served, while kMaxHostConnections transfers to that origin are in
+  // curl. curl queues such transfers itself, but libcurl 7.88 walks its whole list of
+  // waiting transfers on every removal: with thousands waiting (10,000 probes of one
+  // target at 1 s on a busy machine) that was 70% of the daemon's CPU, and the loop never
+  // caught up (bench/RESULTS.md). The whole transfer, waiting included, takes at most
+  // `timeout`: CURLOPT_TIMEOUT_MS is set to what is left when it enters curl, and a
+  // transfer whose turn never came completes with CURLE_OPERATION_TIMEDOUT.
+  bool AddQueued(CURL* easy, const std::string& origin, Duration timeout, Completion done);
+
   // An easy handle with every option at its default, for a new transfer: one an earlier
   // transfer gave back, else a fresh one. Null when out of memory. A fresh handle costs
   // about 20 KiB of allocation (curl's transfer state and read buffer) and its cleanup
@@ -82,12 +96,15 @@ class CurlMulti {
   // throughput the benchmark measures, a few MiB at most.
   static constexpr size_t kMaxIdleEasyHandles = 128;
 
-  // Stops a transfer in flight; its completion is not called. No-op for a handle that is
-  // not in flight. Safe from any completion callback.
+  // Stops a transfer in flight or waiting; its completion is not called. No-op for a
+  // handle that is neither. Safe from any completion callback.
   void Remove(CURL* easy);
 
-  // Transfers in flight.
+  // Transfers in flight, waiting ones included.
   size_t active() const { return transfers_.size(); }
+
+  // Transfers waiting in AddQueued's queues for their turn.
+  size_t waiting() const { return waiting_count_; }
 
   sd_event* event() const { return event_; }
 
@@ -97,6 +114,7 @@ class CurlMulti {
   static int OnIo(sd_event_source* source, int fd, uint32_t revents, void* self);
   static int OnTimeout(sd_event_source* source, uint64_t usec, void* self);
   static int OnKick(sd_event_source* source, void* self);
+  static int OnExpiry(sd_event_source* source, uint64_t usec, void* self);
   static curl_socket_t OnOpenSocket(void* self, curlsocktype purpose, curl_sockaddr* address);
   static int OnCloseSocket(void* self, curl_socket_t fd);
 
@@ -109,6 +127,44 @@ class CurlMulti {
     bool wanted = false;  // curl watches it now (between CURL_POLL_IN/OUT and _REMOVE)
   };
 
+  // AddQueued's transfers to one origin.
+  struct Origin {
+    std::string name;  // its key in origins_
+    size_t in_curl = 0;
+    std::list<CURL*> waiting;  // oldest first
+  };
+
+  enum class State {
+    kInCurl,
+    kWaiting,  // in origin->waiting at `place`
+    kEnded,    // waiting for DispatchCompleted to report its Ended entry
+  };
+
+  struct Transfer {
+    Completion done;
+    uint64_t serial = 0;  // tells a re-added handle from the transfer it was before
+    State state = State::kInCurl;
+    Origin* origin = nullptr;    // null for Add()
+    uint64_t deadline_usec = 0;  // CLOCK_MONOTONIC; AddQueued only
+    std::list<CURL*>::iterator place;
+  };
+
+  // Transfers that ended without curl (their turn never came, or curl refused them when
+  // it came), completed from the loop by DispatchCompleted.
+  struct Ended {
+    CURL* easy;
+    uint64_t serial;
+    int code;
+  };
+
+  bool SetSocketCallbacks(CURL* easy);
+  bool EnterCurl(CURL* easy, Transfer& transfer, uint64_t now_usec);
+  void LeftCurl(const Transfer& transfer);
+  void Admit(Origin& origin);
+  void DropIfIdle(const Origin& origin);
+  void EndWithoutCurl(CURL* easy, Transfer& transfer, int code);
+  void ArmExpiry(uint64_t deadline_usec);
+  uint64_t NowUsec() const;
   int UpdateSocket(int fd, int what, sd_event_source* known);
   void Unwatch(int fd);
   void SetTimer(long timeout_ms);  // NOLINT(runtime/int)
@@ -121,7 +177,14 @@ class CurlMulti {
   // curl's "act now" (a 0 ms timeout, after every Add): a defer source is dispatched on the
   // next iteration without arming the timerfd or waiting in epoll.
   sd_event_source* kick_ = nullptr;
-  std::unordered_map<CURL*, Completion> transfers_;
+  // Waiting transfers past their deadline wake this (10 ms accuracy: a timeout).
+  sd_event_source* expiry_ = nullptr;
+  uint64_t expiry_armed_usec_ = 0;  // 0: disarmed
+  std::unordered_map<CURL*, Transfer> transfers_;
+  std::unordered_map<std::string, Origin> origins_;  // an origin goes when it is idle
+  std::vector<Ended> ended_;
+  size_t waiting_count_ = 0;
+  uint64_t next_serial_ = 1;
   std::vector<CURL*> idle_easy_;            // TakeEasy's pool, most recently used last
   std::unordered_map<int, Watch> sockets_;  // by fd; the source is curl's socketp
   // Flips to false when this object dies, so a completion that destroys the CurlMulti

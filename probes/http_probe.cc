@@ -108,6 +108,7 @@ bool IsToken(std::string_view text) {
 struct HttpOptions {
   Duration timeout;
   std::string url;
+  std::string origin;  // "scheme://host:port" of `url`: runs to it queue together
   std::string method = "GET";
   std::vector<std::string> headers;  // "Name: value", may hold secrets
   // `headers` as curl takes them, built once: curl only reads the list, so every run
@@ -279,7 +280,6 @@ bool HttpProbe::Configure(Transfer& transfer) const {
   set(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
   set(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
   set(curl_easy_setopt(easy, CURLOPT_PROXY, ""));  // probe the target, not a proxy
-  set(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count())));
   set(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, options.follow_redirects ? 1L : 0L));
   set(curl_easy_setopt(easy, CURLOPT_MAXREDIRS, static_cast<long>(kHttpMaxRedirects)));
   set(curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
@@ -319,7 +319,8 @@ void HttpProbe::Start(ProbeDone done) {
   done_ = std::move(done);
   transfer_ = std::make_unique<Transfer>(curl_);
   if (transfer_->easy == nullptr || !Configure(*transfer_) ||
-      !curl_.Add(transfer_->easy, [this](int code) { OnDone(code); })) {
+      !curl_.AddQueued(transfer_->easy, options_->origin, options_->timeout,
+                       [this](int code) { OnDone(code); })) {
     transfer_.reset();
     deferred_.Schedule(curl_.event(), [this] {
       ProbeResult result;
@@ -461,12 +462,19 @@ void ParseUrl(ProbeKeys& keys, HttpOptions& options) {
   if (!url) return;
   CURLU* handle = curl_url();
   char* scheme = nullptr;
+  char* host = nullptr;
+  char* port = nullptr;
   const bool parsed = handle != nullptr &&
                       curl_url_set(handle, CURLUPART_URL, url->text.c_str(), 0) == CURLUE_OK &&
-                      curl_url_get(handle, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK;
+                      curl_url_get(handle, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+                      curl_url_get(handle, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+                      curl_url_get(handle, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
   const bool http =
       parsed && (std::strcmp(scheme, "http") == 0 || std::strcmp(scheme, "https") == 0);
+  if (http) options.origin = std::string(scheme) + "://" + host + ":" + port;
   curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
   curl_url_cleanup(handle);
   if (!http) {
     keys.ErrorAt(*entry, "expected an http:// or https:// URL, got " + url->shown);

@@ -76,6 +76,68 @@ TEST_CASE("curl multi: destroying it with transfers in flight calls nothing and 
   curl_easy_cleanup(easy);
 }
 
+TEST_CASE("curl multi: queued transfers wait their turn per origin, waiting counts as time",
+          "[curl]") {
+  TestServer slow([](const HttpRequest&, Connection& connection) { connection.Hang(); });
+  EventLoop loop;
+  CurlMulti multi(loop.get());
+  const std::string origin = "http://127.0.0.1:" + std::to_string(slow.port());
+  const size_t slots = static_cast<size_t>(CurlMulti::kMaxHostConnections);
+  std::vector<CURL*> handles;
+  std::vector<std::optional<int>> codes(slots + 3);
+  for (size_t i = 0; i < slots + 3; ++i) {
+    CURL* easy = NewTransfer(slow.Url("/"));
+    handles.push_back(easy);
+    REQUIRE(multi.AddQueued(easy, origin, std::chrono::milliseconds(400),
+                            [&codes, i](int code) { codes[i] = code; }));
+  }
+  CHECK(multi.waiting() == 3);
+  multi.Remove(handles[slots + 1]);  // from the middle of the queue
+  CHECK(multi.waiting() == 2);
+  CHECK(multi.active() == slots + 2);
+
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(loop.RunUntil([&] { return multi.active() == 0; }));
+  const auto took = std::chrono::steady_clock::now() - start;
+  // Every run timed out within its own 400 ms, waiting included: the queued ones did not
+  // get a fresh 400 ms once the first ones gave up their connections.
+  CHECK(took < std::chrono::milliseconds(1500));
+  for (size_t i = 0; i < codes.size(); ++i) {
+    if (i == slots + 1) {
+      CHECK_FALSE(codes[i].has_value());
+    } else {
+      REQUIRE(codes[i].has_value());
+      CHECK(*codes[i] == CURLE_OPERATION_TIMEDOUT);
+    }
+  }
+  CHECK(static_cast<size_t>(slow.connections()) <= slots);
+  for (CURL* easy : handles) curl_easy_cleanup(easy);
+}
+
+TEST_CASE("curl multi: a queue longer than the connections is served on reused connections",
+          "[curl]") {
+  TestServer server(
+      [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });
+  EventLoop loop;
+  CurlMulti multi(loop.get());
+  const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
+  constexpr size_t kTransfers = 300;
+  std::vector<CURL*> handles;
+  size_t ok = 0;
+  for (size_t i = 0; i < kTransfers; ++i) {
+    CURL* easy = NewTransfer(server.Url("/"));
+    handles.push_back(easy);
+    REQUIRE(multi.AddQueued(easy, origin, std::chrono::seconds(20), [&ok](int code) {
+      if (code == CURLE_OK) ++ok;
+    }));
+  }
+  CHECK(multi.waiting() == kTransfers - static_cast<size_t>(CurlMulti::kMaxHostConnections));
+  REQUIRE(loop.RunUntil([&] { return multi.active() == 0; }));
+  CHECK(ok == kTransfers);
+  CHECK(server.connections() <= CurlMulti::kMaxHostConnections);
+  for (CURL* easy : handles) curl_easy_cleanup(easy);
+}
+
 TEST_CASE("probes: Cancel() abandons a run, done is never called, the probe runs again", "[curl]") {
   TestServer slow([](const HttpRequest& request, Connection& connection) {
     if (request.target == "/hang") connection.Hang();
