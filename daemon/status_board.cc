@@ -141,12 +141,10 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
   auto it = probe_index_.find(probe.name);
   if (it == probe_index_.end()) return;  // a run that outlived its configuration
   ProbeEntry& entry = probes_[it->second];
-  // A probe going up or down is news; a new latency or field value is a reading.
-  if (!entry.last || entry.last->up != result.up) {
-    dirty_ = true;
-  } else {
-    readings_changed_ = true;
-  }
+  // A reading, up or down included: what an operator acts on is the rule it changes,
+  // and that is published within kPublishInterval. When thousands of probes flap (an
+  // overloaded network), re-rendering each of them ten times a second would add to it.
+  readings_changed_ = true;
   entry.last = result;
   entry.reported_at = now;
   entry.rendered.clear();

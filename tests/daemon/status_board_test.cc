@@ -282,34 +282,39 @@ TEST_CASE("status board publishes changes at most every 100ms", "[status_board]"
   CHECK(json::parse(*first)["paused_until"].is_null());
 }
 
-TEST_CASE("status board publishes new readings once a second, up and down at once",
+TEST_CASE("status board publishes readings once a second, grades within 100ms",
           "[status_board]") {
   ConfigFolder folder(kRules);
   Config config = folder.Load();
   StatusBoard board;
   board.OnConfigApplied(config, FromMillis(0));
-  const ProbeSpec& api = config.probes[0]->spec();
-  board.OnProbeResult(api, Up(200), FromMillis(10));  // the first report is news
   CHECK_FALSE(board.MaybePublish(FromMillis(1000)).has_value());
+  const ProbeSpec& api = config.probes[0]->spec();
 
-  // A new reading 100ms later waits for the readings interval.
+  // A reading 100ms after the last publication waits for the readings interval.
   board.OnProbeResult(api, Up(201), FromMillis(1100));
   const auto reading = board.MaybePublish(FromMillis(1100));
   REQUIRE(reading.has_value());
   CHECK(*reading == FromMillis(2000));
-  CHECK(json::parse(*board.Published())["probes"][0]["fields"]["status"] == 200.0);
+  CHECK(json::parse(*board.Published())["probes"][0]["up"].is_null());
   CHECK_FALSE(board.MaybePublish(FromMillis(2000)).has_value());
   CHECK(json::parse(*board.Published())["probes"][0]["fields"]["status"] == 201.0);
 
-  // Going down is published within the 100ms interval.
-  ProbeResult down;
-  down.error = "connection refused";
-  board.OnProbeResult(api, down, FromMillis(2050));
+  // A grade change is published within the 100ms interval, with the reading behind it.
+  const ProbeResult failing = Up(503);
+  board.OnProbeResult(api, failing, FromMillis(2050));
+  RuleSet& rules = *config.rules;
+  rules.Record("api", FromMillis(2050), failing);
+  const RuleOutcome outcome = rules.Evaluate(0, FromMillis(2050));
+  REQUIRE(outcome.changed);
+  board.OnRuleEvaluated(rules, 0, outcome, FromMillis(2050));
   const auto news = board.MaybePublish(FromMillis(2050));
   REQUIRE(news.has_value());
   CHECK(*news == FromMillis(2100));
   CHECK_FALSE(board.MaybePublish(FromMillis(2100)).has_value());
-  CHECK(json::parse(*board.Published())["probes"][0]["up"] == false);
+  const json doc = json::parse(*board.Published());
+  CHECK(doc["rules"][0]["grade"] == "critical");
+  CHECK(doc["probes"][0]["fields"]["status"] == 503.0);
 }
 
 TEST_CASE("status board survives probe text that is not UTF-8", "[status_board]") {
