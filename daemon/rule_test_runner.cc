@@ -18,6 +18,7 @@
 #include "daemon/config.h"
 #include "daemon/notification.h"
 #include "daemon/notifier.h"
+#include "daemon/schedule.h"
 #include "daemon/state_store.h"
 
 namespace rollguard {
@@ -446,9 +447,23 @@ class Simulation {
     }
   }
 
-  // Everything that happens at simulated time `t`: probe reports, then the sweep.
+  // Evaluates every rule whose deadline comes before `t`, each at its own deadline and in
+  // time order, as the daemon's deadline timer does between probe results and sweeps.
+  // An evaluation only sets deadlines later than its own, so this ends.
+  void RunDeadlinesBefore(Duration t) {
+    while (true) {
+      const std::optional<uint64_t> due = deadlines_.NextDue();
+      if (!due || *due >= static_cast<uint64_t>(t.count())) return;
+      RunDeadlinesAt(Duration{static_cast<int64_t>(*due)});
+    }
+  }
+
+  // Everything that happens at simulated time `t`: the rules whose deadline is `t`, then
+  // probe reports, then the sweep. Deadlines come first because in the daemon the result
+  // of a probe run due at `t` arrives after `t`, when the deadline timer has fired.
   void Step(Duration t) {
     const TimePoint now = TimePoint{} + t;
+    RunDeadlinesAt(t);
     for (auto& [name, probe] : probes_) {
       if (probe.silent || probe.interval.count() <= 0 || t.count() % probe.interval.count() != 0) {
         continue;
@@ -508,9 +523,22 @@ class Simulation {
     return reports;
   }
 
+  // Evaluates the rules whose deadline is `t`, by index as the daemon takes equal ones.
+  // The deadlines these evaluations set are later than `t`.
+  void RunDeadlinesAt(Duration t) {
+    due_rules_.clear();
+    deadlines_.TakeDue(static_cast<uint64_t>(t.count()), due_rules_);
+    for (size_t index : due_rules_) Evaluate(index, TimePoint{} + t);
+  }
+
   void Evaluate(size_t index, TimePoint now) {
     last_evaluated_[index] = now;
     const RuleOutcome outcome = config_.rules->Evaluate(index, now);
+    if (outcome.next_evaluation) {
+      deadlines_.Set(index, static_cast<uint64_t>(ToMillis(*outcome.next_evaluation)));
+    } else {
+      deadlines_.Remove(index);
+    }
     std::vector<JournalRecord> executed;
     if (outcome.changed) Decide(index, outcome, now, &executed);
     Notify(router_.OnRuleEvaluated(*config_.rules, index, outcome, now), now);
@@ -575,6 +603,10 @@ class Simulation {
   ActionPlanner planner_;
   std::map<std::string, SimulatedProbe> probes_;
   std::vector<TimePoint> last_evaluated_;
+  // When each rule must be evaluated again without new data (ids are rule indexes), and
+  // RunDeadlinesAt's batch.
+  DeadlineQueue deadlines_;
+  std::vector<size_t> due_rules_;
   std::vector<std::string> decisions_;
   std::vector<std::string> notifications_;
   std::map<std::string, DeployRecord> deploys_;  // service ("" = none given) -> latest
@@ -738,7 +770,8 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   }
 
   // Every instant something happens: input changes, assertions, and (up to the last of
-  // those) each probe slot and sweep, which all fall on multiples of their gcd.
+  // those) each probe slot and sweep, which all fall on multiples of their gcd. The
+  // rules' deadlines may fall anywhere: the simulation stops at each as it comes.
   Duration end{0};
   for (const ValueLine& input : test.inputs) end = std::max(end, input.at);
   for (const ControlLine& control : test.controls) end = std::max(end, control.at);
@@ -772,6 +805,9 @@ void RunTest(const TestCase& test, RuleTestReport* report) {
   size_t next_control = 0;
   size_t next_assertion = 0;
   for (int64_t t : instants) {
+    // Between two instants the rules are evaluated at their own deadlines (a `for`
+    // elapsing, a probe going stale), before anything written for the next instant.
+    simulation.RunDeadlinesBefore(Duration{t});
     while (next_control < controls.size() && controls[next_control].at.count() <= t) {
       simulation.Apply(controls[next_control++]);
     }

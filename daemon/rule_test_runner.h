@@ -2,9 +2,11 @@
 //
 // A test file loads rule files, feeds probe values over simulated time and asserts grades
 // and action decisions. It runs the daemon's own code: the same RuleSet evaluation (with
-// `for`, `recover`, staleness), the same once-a-second sweep of rules no probe touched,
-// and the same ActionPlanner (cooldowns, breakers, dependencies, dry run). There is no
-// network, no real clock and no real action: simulated actions succeed at once.
+// `for`, `recover`, staleness), evaluated when the daemon would evaluate it (at each probe
+// result, at each moment the rule's last outcome said time alone may change it, and at the
+// once-a-second sweep of rules nothing else touched), and the same ActionPlanner
+// (cooldowns, breakers, dependencies, dry run). There is no network, no real clock and no
+// real action: simulated actions succeed at once.
 //
 // The test file format (INI; several [test NAME] sections per file):
 //

@@ -153,6 +153,92 @@ def test_for_fires_exactly_when_the_condition_has_held_long_enough(tmp_path):
     assert_passes(rule_test(tests), count=2)
 
 
+def test_time_alone_changes_the_grade_at_the_moment_the_daemon_evaluates(tmp_path):
+    # The daemon evaluates a rule when its outcome says time alone may change it, not only
+    # at probe results and its one-second sweep (docs/rule-tests.md): with a probe every
+    # 10s, each change below falls between two results and off every whole second.
+    write(tmp_path, "api.rules", API_PROBE + """
+        [rule api]
+        critical    = api.status >= 500 for 300ms
+        on_critical = rollback
+
+        [rule latency]
+        critical = api.latency > 3s
+        recover  = 2500ms
+
+        [probe worker]
+        type     = tcp
+        address  = 127.0.0.1:9
+        interval = 5s
+        timeout  = 1s
+
+        [rule worker]
+        critical = not worker
+        no_data  = critical
+
+        [action rollback]
+        type     = exec
+        command  = /bin/true
+        cooldown = 0s
+    """)
+    tests = write(tmp_path, "deadline_test.ini", """
+        [test for_elapses_between_results]
+        rules = api.rules
+        at 0s = api.status=503
+        grade 299ms   = api:excellent
+        grade 300ms   = api:critical
+        actions 299ms =
+        actions 300ms = rollback:executed
+
+        [test recover_elapses_between_results]
+        rules = api.rules
+        at 0s  = api.status=200 api.latency=4s
+        at 10s = api.latency=100ms
+        grade 12499ms = latency:critical
+        grade 12500ms = latency:excellent
+
+        [test a_silent_probe_goes_stale_one_millisecond_after_twice_its_interval]
+        rules = api.rules
+        at 0s = worker=1
+        at 1m = worker=silent
+        ; last report at 55s: fresh through 1m5s
+        grade 1m5s    = worker:excellent
+        grade 1m5s1ms = worker:critical
+    """)
+    assert_passes(rule_test(tests), count=3)
+
+    # A failing test's timeline shows the change at its moment.
+    wrong = write(tmp_path, "wrong_test.ini", """
+        [test wrong]
+        rules = api.rules
+        at 0s = api.status=503
+        grade 1s = api:warning
+    """)
+    result = rule_test(wrong)
+    assert_fails(result)
+    assert re.search(r"^\s+300ms  api: excellent -> critical", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s+300ms  action rollback:executed", result.stdout, re.M), result.stdout
+
+
+def test_a_for_that_elapses_as_a_result_arrives_is_taken(tmp_path):
+    # A probe run due at 1s reports after 1s; the rule's deadline, when its `for` has held
+    # for 1s on the 503 of 0s, is at 1s exactly. The daemon evaluates the rule then, before
+    # the healthy result arrives, so the action runs.
+    rules = (action_rules().replace("interval = 10s", "interval = 1s")
+             .replace("timeout  = 5s", "timeout  = 500ms")
+             .replace("critical    = api.status >= 500", "critical    = api.status >= 500 for 1s"))
+    write(tmp_path, "api.rules", rules)
+    tests = write(tmp_path, "edge_test.ini", """
+        [test held_for_exactly_its_for]
+        rules = api.rules
+        at 0s = api.status=503
+        at 1s = api.status=200
+        grade 1s   = api:excellent
+        actions 1s = rollback:executed
+    """)
+    assert_passes(rule_test(tests))
+
+
 def test_recover_steps_down_through_each_grade(tmp_path):
     # docs/rules.md's recover table, second by second at its edges.
     write(tmp_path, "latency.rules", API_PROBE + """
