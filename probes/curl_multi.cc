@@ -118,6 +118,7 @@ bool CurlMulti::AddQueued(CURL* easy, const std::string& origin, Duration timeou
   const uint64_t now = NowUsec();
   transfer.origin = &queue;
   transfer.serial = next_serial_++;
+  transfer.queued_usec = now;
   transfer.deadline_usec =
       now + static_cast<uint64_t>(std::max<Duration::rep>(timeout.count(), 1)) * 1000;
   if (queue.in_curl < kOriginSlots && queue.waiting.empty()) {
@@ -157,11 +158,23 @@ void CurlMulti::LeftCurl(const Transfer& transfer) {
 
 void CurlMulti::Admit(Origin& origin) {
   while (origin.in_curl < kOriginSlots && !origin.waiting.empty()) {
-    CURL* easy = origin.waiting.front();
-    origin.waiting.pop_front();
+    const uint64_t now = NowUsec();
+    // Oldest first, unless the oldest has already spent half its time waiting: then the
+    // queue is longer than the connections serve in time, and the oldest would enter curl
+    // with too little time left, time out there, and take a warm connection with it
+    // (curl closes a connection it abandons mid-response), making the backlog worse. So
+    // the newest goes first, with its whole timeout ahead; the oldest expire where they
+    // wait, which costs nothing.
+    const Transfer& oldest = transfers_.at(origin.waiting.front());
+    const bool behind = now - oldest.queued_usec > (oldest.deadline_usec - oldest.queued_usec) / 2;
+    CURL* easy = behind ? origin.waiting.back() : origin.waiting.front();
+    if (behind) {
+      origin.waiting.pop_back();
+    } else {
+      origin.waiting.pop_front();
+    }
     --waiting_count_;
     Transfer& transfer = transfers_.at(easy);
-    const uint64_t now = NowUsec();
     if (now >= transfer.deadline_usec) {
       EndWithoutCurl(easy, transfer, CURLE_OPERATION_TIMEDOUT);
     } else if (!EnterCurl(easy, transfer, now)) {

@@ -70,13 +70,13 @@ class CurlMulti {
   bool Add(CURL* easy, Completion done);
 
   // Add() for a transfer to `origin` ("scheme://host:port") that waits its turn here,
-  // first come first served, while kMaxHostConnections transfers to that origin are in
-  // curl. curl queues such transfers itself, but libcurl 7.88 walks its whole list of
-  // waiting transfers on every removal: with thousands waiting (10,000 probes of one
-  // target at 1 s on a busy machine) that was 70% of the daemon's CPU, and the loop never
-  // caught up (bench/RESULTS.md). The whole transfer, waiting included, takes at most
-  // `timeout`: CURLOPT_TIMEOUT_MS is set to what is left when it enters curl, and a
-  // transfer whose turn never came completes with CURLE_OPERATION_TIMEDOUT.
+  // first come first served (newest first once the oldest has waited half its timeout),
+  // while kMaxHostConnections transfers to that origin are in curl. curl queues such transfers
+  // itself, but libcurl 7.88 walks its whole list of waiting transfers on every removal: with
+  // thousands waiting (10,000 probes of one target at 1 s on a busy machine) that was 70% of the
+  // daemon's CPU, and the loop never caught up (bench/RESULTS.md). The whole transfer, waiting
+  // included, takes at most `timeout`: CURLOPT_TIMEOUT_MS is set to what is left when it enters
+  // curl, and a transfer whose turn never came completes with CURLE_OPERATION_TIMEDOUT.
   bool AddQueued(CURL* easy, const std::string& origin, Duration timeout, Completion done);
 
   // An easy handle with every option at its default, for a new transfer: one an earlier
@@ -145,6 +145,7 @@ class CurlMulti {
     uint64_t serial = 0;  // tells a re-added handle from the transfer it was before
     State state = State::kInCurl;
     Origin* origin = nullptr;    // null for Add()
+    uint64_t queued_usec = 0;    // CLOCK_MONOTONIC; AddQueued only
     uint64_t deadline_usec = 0;  // CLOCK_MONOTONIC; AddQueued only
     std::list<CURL*>::iterator place;
   };

@@ -114,6 +114,42 @@ TEST_CASE("curl multi: queued transfers wait their turn per origin, waiting coun
   for (CURL* easy : handles) curl_easy_cleanup(easy);
 }
 
+TEST_CASE("curl multi: once the oldest waited half its time, the newest goes first", "[curl]") {
+  TestServer server([](const HttpRequest& request, Connection& connection) {
+    if (request.target == "/hang") connection.Hang();
+    connection.Write(Response(200, "ok"));
+  });
+  EventLoop loop;
+  std::vector<CURL*> handles;
+  {
+    CurlMulti multi(loop.get());
+    const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
+    std::vector<std::string> finished;
+    auto add = [&](const std::string& path, int timeout_ms, const std::string& name) {
+      CURL* easy = NewTransfer(server.Url(path));
+      handles.push_back(easy);
+      REQUIRE(multi.AddQueued(easy, origin, std::chrono::milliseconds(timeout_ms),
+                              [&finished, name](int code) {
+                                if (!name.empty()) {
+                                  finished.push_back(name + (code == CURLE_OK ? " ok" : " failed"));
+                                }
+                              }));
+    };
+    // Every connection busy: one frees at 400 ms, the others hold on for 10 s.
+    add("/hang", 400, "");
+    for (long i = 1; i < CurlMulti::kMaxHostConnections; ++i) add("/hang", 10'000, "");
+    add("/ok", 700, "oldest");    // at 400 ms it has used more than half its 700 ms
+    add("/ok", 5'000, "newest");  // plenty left
+    REQUIRE(multi.waiting() == 2);
+
+    REQUIRE(loop.RunUntil([&] { return finished.size() == 2; }, std::chrono::seconds(5)));
+    // The one freed connection served the newest first, then the oldest with what it had
+    // left; first come first served would have taken them the other way round.
+    CHECK(finished == std::vector<std::string>{"newest ok", "oldest ok"});
+  }
+  for (CURL* easy : handles) curl_easy_cleanup(easy);
+}
+
 TEST_CASE("curl multi: a queue longer than the connections is served on reused connections",
           "[curl]") {
   TestServer server(
