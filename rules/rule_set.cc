@@ -131,29 +131,32 @@ struct RuleSet::Impl {
   std::vector<std::string> warnings;
   std::vector<double> scratch;  // for quantiles; sized in Record so Evaluate never grows it
 
-  std::string StaleReason(const CompiledRule& rule) const {
-    std::string reason = "no fresh data from ";
+  // Reasons are written into the rule's own string, which keeps its capacity: most
+  // evaluations give the same reason again, and should not allocate to say so.
+  void StaleReason(const CompiledRule& rule, std::string* reason) const {
+    reason->assign("no fresh data from ");
     for (size_t i = 0; i < rule.probes.size(); ++i) {
-      reason += (i ? ", " : "") + probes[rule.probes[i]].name;
+      if (i) reason->append(", ");
+      reason->append(probes[rule.probes[i]].name);
     }
-    return reason;
   }
 
-  std::string ConditionReason(const CompiledCondition& condition, EvalContext& context) const {
-    std::string reason = condition.source->text;
-    if (condition.shown.empty()) return reason;
-    reason += " (";
+  void AppendConditionReason(const CompiledCondition& condition, EvalContext& context,
+                             std::string* reason) const {
+    reason->append(condition.source->text);
+    if (condition.shown.empty()) return;
+    reason->append(" (");
     for (size_t i = 0; i < condition.shown.size(); ++i) {
-      if (i) reason += ", ";
-      reason += condition.shown[i].second;
-      reason += '=';
-      reason += FormatValue(rollguard::Evaluate(condition.expr, condition.shown[i].first, context));
+      if (i) reason->append(", ");
+      reason->append(condition.shown[i].second);
+      reason->push_back('=');
+      reason->append(
+          FormatValue(rollguard::Evaluate(condition.expr, condition.shown[i].first, context)));
     }
-    reason += ')';
-    return reason;
+    reason->push_back(')');
   }
 
-  RuleOutcome Evaluate(size_t index, TimePoint now);
+  void Evaluate(size_t index, TimePoint now, RuleOutcome& outcome);
 };
 
 RuleSet::RuleSet(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -348,16 +351,30 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
     }
     rule.state.conditions.resize(rule.conditions.size());
     rule.state.stale = !rule.probes.empty();
-    rule.state.reason = rule.state.stale ? impl->StaleReason(rule) : "no condition holds";
+    if (rule.state.stale) {
+      impl->StaleReason(rule, &rule.state.reason);
+    } else {
+      rule.state.reason = "no condition holds";
+    }
   }
   return RuleSet(std::move(impl));
 }
 
+std::optional<size_t> RuleSet::FindProbe(std::string_view probe) const {
+  const auto found = impl_->probe_index.find(probe);
+  if (found == impl_->probe_index.end()) return std::nullopt;
+  return found->second;
+}
+
 const std::vector<size_t>& RuleSet::Record(std::string_view probe, TimePoint now,
                                            const ProbeResult& result) {
-  const auto found = impl_->probe_index.find(probe);
-  if (found == impl_->probe_index.end()) return impl_->no_readers;
-  ProbeData& data = impl_->probes[found->second];
+  const std::optional<size_t> found = FindProbe(probe);
+  if (!found) return impl_->no_readers;
+  return Record(*found, now, result);
+}
+
+const std::vector<size_t>& RuleSet::Record(size_t probe, TimePoint now, const ProbeResult& result) {
+  ProbeData& data = impl_->probes[probe];
   data.reported = true;
   data.last_report = now;
   data.config_error = result.config_error;
@@ -389,23 +406,40 @@ const std::vector<size_t>& RuleSet::Record(std::string_view probe, TimePoint now
   if (impl_->scratch.capacity() < data.history->capacity()) {
     impl_->scratch.reserve(data.history->capacity());
   }
-  return impl_->readers[found->second];
+  return impl_->readers[probe];
 }
 
-RuleOutcome RuleSet::Evaluate(size_t index, TimePoint now) { return impl_->Evaluate(index, now); }
+RuleOutcome RuleSet::Evaluate(size_t index, TimePoint now) {
+  RuleOutcome outcome;
+  impl_->Evaluate(index, now, outcome);
+  return outcome;
+}
 
-RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
+void RuleSet::Evaluate(size_t index, TimePoint now, RuleOutcome* outcome) {
+  impl_->Evaluate(index, now, *outcome);
+}
+
+// Every field of `outcome` is set, and its strings are assigned rather than rebuilt, so
+// an outcome reused from the previous evaluation keeps their capacity.
+void RuleSet::Impl::Evaluate(size_t index, TimePoint now, RuleOutcome& outcome) {
   CompiledRule& rule = rules[index];
   RuleState& state = rule.state;
   const RuleDefinition& definition = rule.definition;
-  RuleOutcome outcome;
   outcome.previous = state.grade;
   outcome.previous_known = state.established;
+  outcome.config_error = false;
+  outcome.next_evaluation.reset();
+  const std::string* held_by = nullptr;
   for (size_t dep : rule.depends) {
     if (IsWorseThan(rules[dep].state.grade, Grade::kWarning)) {
-      outcome.held_by = rules[dep].definition.name;
+      held_by = &rules[dep].definition.name;
       break;
     }
+  }
+  if (held_by != nullptr) {
+    outcome.held_by = *held_by;
+  } else {
+    outcome.held_by.reset();
   }
   bool any_fresh = rule.probes.empty();
   for (int32_t p : rule.probes) {
@@ -427,7 +461,6 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
     outcome.reason = state.reason;
     outcome.condition_since = state.condition_since;
     if (next_change != TimePoint::max()) outcome.next_evaluation = next_change;
-    return outcome;
   };
 
   if (!any_fresh) {
@@ -436,12 +469,14 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
     for (ConditionState& condition : state.conditions) condition.true_since.reset();
     for (auto& since : state.better_since) since.reset();
     state.stale = true;
-    state.reason = StaleReason(rule);
+    StaleReason(rule, &state.reason);
     if (definition.no_data) {
       state.condition_since = *state.stale_since;
-      return finish(*definition.no_data);
+      finish(*definition.no_data);
+      return;
     }
-    return finish(state.grade);
+    finish(state.grade);
+    return;
   }
   state.stale_since.reset();
   state.stale = false;
@@ -512,7 +547,8 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
 
   if (first_true[next] >= 0) {
     const CompiledCondition& condition = rule.conditions[first_true[next]];
-    state.reason = ConditionReason(condition, context);
+    state.reason.clear();
+    AppendConditionReason(condition, context, &state.reason);
     state.condition_since = *state.conditions[first_true[next]].true_since;
   } else if (next == 0 && pessimistic == 0) {
     state.reason = "no condition holds";
@@ -520,14 +556,16 @@ RuleOutcome RuleSet::Impl::Evaluate(size_t index, TimePoint now) {
   } else if (pessimistic >= next) {
     const int level = pessimistic;
     const CompiledCondition& condition = rule.conditions[first_unknown[level]];
-    state.reason = "not better than " + std::string(GradeName(static_cast<Grade>(next))) +
-                   " while unknown: " + ConditionReason(condition, context);
+    state.reason.assign("not better than ");
+    state.reason.append(GradeName(static_cast<Grade>(next)));
+    state.reason.append(" while unknown: ");
+    AppendConditionReason(condition, context, &state.reason);
   } else {
     state.reason = "holding " + std::string(GradeName(static_cast<Grade>(next))) + " until " +
                    std::string(GradeName(static_cast<Grade>(pessimistic))) + " has held for " +
                    FormatDuration(definition.recover) + " (recover)";
   }
-  return finish(static_cast<Grade>(next));
+  finish(static_cast<Grade>(next));
 }
 
 size_t RuleSet::size() const { return impl_->rules.size(); }

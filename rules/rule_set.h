@@ -134,11 +134,21 @@ class RuleSet {
   // dependents; the vector lives as long as the RuleSet. Unknown probe: empty.
   const std::vector<size_t>& Record(std::string_view probe, TimePoint now,
                                     const ProbeResult& result);
+  // The same by probe index (from FindProbe), without looking the name up: the daemon
+  // finds each probe once per configuration, not once per result.
+  // REQUIRES: probe is an index FindProbe returned for this RuleSet.
+  const std::vector<size_t>& Record(size_t probe, TimePoint now, const ProbeResult& result);
+  // The index of probe `probe` for Record; nullopt when the rules were not compiled with it.
+  std::optional<size_t> FindProbe(std::string_view probe) const;
 
   // Evaluates rule `index` at `now` and advances its state. The conditions evaluate
-  // without allocating; formatting the outcome's reason does allocate.
+  // without allocating; formatting the outcome's reason may allocate.
   // REQUIRES: index < size(); `now` never decreases between calls.
   RuleOutcome Evaluate(size_t index, TimePoint now);
+  // The same, into `outcome`: every field is overwritten, and its strings keep their
+  // capacity, so a caller that reuses one outcome for every evaluation allocates nothing
+  // when the reason is no longer than one it has held before.
+  void Evaluate(size_t index, TimePoint now, RuleOutcome* outcome);
 
   size_t size() const;
   std::optional<size_t> Find(std::string_view rule_name) const;

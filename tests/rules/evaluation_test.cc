@@ -414,6 +414,53 @@ failure = not prom.up
   CHECK_FALSE(outcome.held_by.has_value());
 }
 
+TEST_CASE("an outcome reused for every evaluation reads as a fresh one each time",
+          "[rules][evaluation]") {
+  const char* text = R"([rule api]
+critical = api.latency > 3
+warning = api.status >= 500 for 20s
+depends = db
+
+[rule db]
+critical = not db
+)";
+  RuleSet fresh = MustCompile(text);
+  RuleSet reused = MustCompile(text);
+  RuleOutcome outcome;
+  auto step = [&](TimePoint now, std::optional<ProbeResult> api, std::optional<ProbeResult> db) {
+    for (RuleSet* rules : {&fresh, &reused}) {
+      if (db) rules->Record("db", now, *db);
+      if (api) rules->Record(*rules->FindProbe("api"), now, *api);
+    }
+    for (const char* name : {"db", "api"}) {
+      INFO(name << " at " << ToMillis(now) << "ms");
+      const size_t index = *fresh.Find(name);
+      const RuleOutcome expected = fresh.Evaluate(index, now);
+      reused.Evaluate(index, now, &outcome);
+      CHECK(outcome.grade == expected.grade);
+      CHECK(outcome.previous == expected.previous);
+      CHECK(outcome.previous_known == expected.previous_known);
+      CHECK(outcome.changed == expected.changed);
+      CHECK(outcome.stale == expected.stale);
+      CHECK(outcome.reason == expected.reason);
+      CHECK(outcome.condition_since == expected.condition_since);
+      CHECK(outcome.held_by == expected.held_by);
+      CHECK(outcome.config_error == expected.config_error);
+      CHECK(outcome.next_evaluation == expected.next_evaluation);
+    }
+  };
+  ProbeResult misconfigured = Up({{"status", 503.0}}, 4);
+  misconfigured.config_error = true;
+  step(At(0s), Up({{"status", 200.0}}, 0.1), Up());
+  step(At(10s), misconfigured, Down());               // critical, held by db, configuration error
+  step(At(20s), Up({{"status", 503.0}}, 0.1), Up());  // warning pending for 20s
+  step(At(45s), Up({{"status", 503.0}}, 0.1), Up());  // warning
+  step(At(2min), std::nullopt, std::nullopt);         // stale: no next evaluation
+  CHECK_FALSE(outcome.next_evaluation.has_value());
+  CHECK(reused.FindProbe("db") == fresh.FindProbe("db"));
+  CHECK_FALSE(reused.FindProbe("nope").has_value());
+}
+
 TEST_CASE("Record lists the rules reading a probe with dependencies first", "[rules][depends]") {
   RuleSet rules = MustCompile(R"([rule top]
 critical = not api
