@@ -157,6 +157,8 @@ class Daemon final : public ControlTarget {
     Daemon* daemon = nullptr;
     std::shared_ptr<const ProbeConfig> config;
     std::unique_ptr<Probe> probe;
+    // The probe's index in the rules (RuleSet::FindProbe), found once per configuration.
+    std::optional<size_t> rule_probe;
     bool in_flight = false;
   };
 
@@ -249,6 +251,7 @@ class Daemon final : public ControlTarget {
       slot->daemon = this;
       slot->config = probe_config;
       slot->probe = probe_config->Instantiate(*probe_context_);
+      slot->rule_probe = rules_->FindProbe(probe_config->spec().name);
       const uint64_t interval_us = ToMicros(probe_config->spec().interval);
       schedule_.Add(slots_.size(), now_us + InitialOffset(probe_config->spec().name, interval_us),
                     interval_us);
@@ -312,15 +315,17 @@ class Daemon final : public ControlTarget {
       log_.Debug("probe " + name + " down: " + result.error, {{"ROLLGUARD_PROBE", name}});
     }
     observers_.OnProbeResult(slot.config->spec(), result, now);
+    if (!slot.rule_probe) return;  // no rule was compiled with this probe
     // Record's list lives in the RuleSet and Evaluate never changes it; holding the
     // RuleSet keeps the list valid without copying it on every result.
     const std::shared_ptr<RuleSet> rules = rules_;
-    for (size_t index : rules->Record(name, now, result)) Evaluate(index, now);
+    for (size_t index : rules->Record(*slot.rule_probe, now, result)) Evaluate(index, now);
   }
 
   void Evaluate(size_t index, TimePoint now) {
     last_evaluated_[index] = now;
-    const RuleOutcome outcome = rules_->Evaluate(index, now);
+    RuleOutcome& outcome = outcome_;
+    rules_->Evaluate(index, now, &outcome);
     if (outcome.next_evaluation) {
       deadlines_.Set(index, static_cast<uint64_t>(ToMillis(*outcome.next_evaluation)));
     } else {
@@ -474,6 +479,10 @@ class Daemon final : public ControlTarget {
   std::shared_ptr<RuleSet> rules_;
   std::vector<std::unique_ptr<ProbeSlot>> slots_;
   std::vector<TimePoint> last_evaluated_;
+  // Every evaluation is written into this one outcome, so its reason keeps its capacity
+  // and an evaluation that says what the last one said allocates nothing. Observers get
+  // it by reference and keep nothing of it past their call.
+  RuleOutcome outcome_;
   bool status_dirty_ = false;
 };
 
