@@ -137,12 +137,22 @@ class ResponderImpl final : public Responder {
   void OnOutcome(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
                  TimePoint now) override {
     const RuleDefinition& rule = rules.definition(index);
-    held_by_[rule.name] = outcome.held_by;
+    // Every rule is evaluated on every result of its probes: the bookkeeping below costs
+    // nothing (no lookup by name, no copy) for the common case of a rule that is neither
+    // held, nor verified, nor restored.
+    if (outcome.held_by) {
+      auto [held, added] = held_by_.try_emplace(rule.name, *outcome.held_by);
+      if (!added && held->second != *outcome.held_by) held->second = *outcome.held_by;
+    } else if (!held_by_.empty()) {
+      held_by_.erase(rule.name);
+    }
     if (!outcome.stale) {
-      if (IsBackToWarningOrBetter(outcome.grade)) VerifyPassed(rule.name, now);
+      if (!verifies_.empty() && IsBackToWarningOrBetter(outcome.grade)) {
+        VerifyPassed(rule.name, now);
+      }
       // The first fresh evaluation after a start decides a restored incident: if the rule
       // changes out of it now, it recovered while rollguard was down.
-      if (!outcome.changed) restored_incidents_.erase(rule.name);
+      if (!outcome.changed && !restored_incidents_.empty()) restored_incidents_.erase(rule.name);
     }
     if (!outcome.changed) return;
     const std::string from = PreviousGradeName(outcome);
@@ -158,7 +168,7 @@ class ResponderImpl final : public Responder {
     }
     state_.rules[rule.name] = PersistedRule{to, now};
     TrackIncident(rule.name, outcome, now);
-    if (!outcome.stale) restored_incidents_.erase(rule.name);
+    if (!outcome.stale && !restored_incidents_.empty()) restored_incidents_.erase(rule.name);
 
     std::string why_not;
     std::vector<std::string> names = ActionsToConsider(rule, outcome, &why_not);
@@ -516,7 +526,11 @@ class ResponderImpl final : public Responder {
     escalation.reason = "rollback did not help: " + failure.action + " ran " +
                         FormatDuration(now - verify.finished) + " ago and the rule is still " +
                         failure.grade;
-    escalation.held_by = held_by_[escalation.rule];
+    if (auto held = held_by_.find(escalation.rule); held != held_by_.end()) {
+      escalation.held_by = held->second;
+    } else {
+      escalation.held_by.reset();
+    }
     escalation.incident = Incident(escalation.rule);
     RunNext(std::move(escalation));
     if (Status saved = Persist(); !saved) log_.Error(saved.error().message);
@@ -851,8 +865,9 @@ class ResponderImpl final : public Responder {
   std::string node_name_;
   int fleet_pending_ = 0;  // decisions waiting for a fleet verdict
   sd_event_source* fleet_refresh_ = nullptr;
-  // The latest held_by of each rule: an escalation is suppressed while a dependency is.
-  std::map<std::string, std::optional<std::string>> held_by_;
+  // The dependency holding each rule whose latest evaluation was held (rules that were
+  // not are absent): an escalation is suppressed while a dependency is.
+  std::map<std::string, std::string> held_by_;
   // Rules whose incident was restored at start and not yet decided by fresh data.
   std::set<std::string> restored_incidents_;
   PersistedState state_;
