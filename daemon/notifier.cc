@@ -137,6 +137,12 @@ std::vector<Delivery> NotificationRouter::Configure(const Config& config, TimePo
     it = rules.count(it->first) == 0 ? state_.erase(it) : std::next(it);
   }
   rules_ = std::move(rules);
+  indexed_rules_ = config.rules;
+  slots_.assign(config.rules ? config.rules->size() : 0, RuleSlot{});
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    auto it = rules_.find(config.rules->definition(i).name);
+    if (it != rules_.end()) slots_[i].info = &it->second;
+  }
   notifiers_ = config.notifiers;
   for (auto it = last_sent_.begin(); it != last_sent_.end();) {
     const bool kept = std::any_of(notifiers_.begin(), notifiers_.end(),
@@ -160,11 +166,21 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
   std::vector<Delivery> out;
   const RuleDefinition& definition = rules.definition(index);
   const std::string& name = definition.name;
-  auto info_it = rules_.find(name);
-  if (info_it == rules_.end()) return out;  // not (yet) configured
-  const RuleInfo& info = info_it->second;
+  const RuleInfo* found_info = nullptr;
+  RuleState* found_state = nullptr;
+  if (&rules == indexed_rules_.get() && index < slots_.size()) {
+    RuleSlot& slot = slots_[index];
+    if (slot.info != nullptr && slot.state == nullptr) slot.state = &state_[name];
+    found_info = slot.info;
+    found_state = slot.state;
+  } else if (auto info_it = rules_.find(name); info_it != rules_.end()) {
+    found_info = &info_it->second;
+    found_state = &state_[name];
+  }
+  if (found_info == nullptr) return out;  // not (yet) configured
+  const RuleInfo& info = *found_info;
 
-  RuleState& state = state_[name];
+  RuleState& state = *found_state;
   const bool was_stale = state.stale;
   if (!state.seen) {
     state.seen = true;
@@ -179,9 +195,11 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
   state.stale = outcome.stale;
 
   std::vector<ActionNote> pending;
-  if (auto it = pending_.find(name); it != pending_.end()) {
-    pending = std::move(it->second);
-    pending_.erase(it);
+  if (!pending_.empty()) {
+    if (auto it = pending_.find(name); it != pending_.end()) {
+      pending = std::move(it->second);
+      pending_.erase(it);
+    }
   }
   // Decisions of this grade entry are told with the grade change; others go alone.
   std::vector<ActionNote> folded;
@@ -198,8 +216,10 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
   };
   std::set<std::string> told_folded;  // notifiers whose grade message tells `folded`
   for (const NotifierConfig& notifier : notifiers_) {
-    if (!Targets(info, notifier.name)) continue;
     const bool alerting = !IsWorseThan(notifier.min_grade, outcome.grade);
+    // Unchanged and below min_grade: nothing to send or remember, whoever is targeted.
+    if (!outcome.changed && !alerting) continue;
+    if (!Targets(info, notifier.name)) continue;
     const bool previous_alerting =
         outcome.previous_known && !IsWorseThan(notifier.min_grade, outcome.previous);
     auto& sent = last_sent_[notifier.name];

@@ -99,10 +99,21 @@ class NotificationRouter {
   void AddActionDeliveries(const ActionNote& note, NotificationKind kind,
                            const std::set<std::string>& already_told, std::vector<Delivery>* out);
 
+  // A rule of the configured RuleSet, by index: found once per configuration rather than
+  // by name on every evaluation. `state` is set at the rule's first evaluation.
+  struct RuleSlot {
+    const RuleInfo* info = nullptr;
+    RuleState* state = nullptr;
+  };
+
   std::string host_;
   std::vector<NotifierConfig> notifiers_;
   std::map<std::string, RuleInfo> rules_;
   std::map<std::string, RuleState> state_;
+  // The RuleSet of the last Configure (held, so its address names no other RuleSet) and
+  // its rules' slots; evaluations of any other RuleSet are looked up by name.
+  std::shared_ptr<const RuleSet> indexed_rules_;
+  std::vector<RuleSlot> slots_;
   // notifier -> rule -> when that notifier last heard about that rule while alerting.
   std::map<std::string, std::map<std::string, TimePoint>> last_sent_;
   std::map<std::string, std::vector<ActionNote>> pending_;  // rule -> decisions held
