@@ -1,5 +1,6 @@
 #include "daemon/status_board.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -28,6 +29,27 @@ bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<Breaker
     }
   }
   return true;
+}
+
+// Copies a probe's new result over its previous one. A probe reports the same fields run
+// after run, so they are assigned in place (no node or string is allocated); a result
+// with other fields replaces the map.
+void AssignResult(ProbeResult& to, const ProbeResult& from) {
+  to.up = from.up;
+  to.latency_seconds = from.latency_seconds;
+  to.error = from.error;
+  to.config_error = from.config_error;
+  if (to.fields.size() == from.fields.size() &&
+      std::equal(to.fields.begin(), to.fields.end(), from.fields.begin(),
+                 [](const auto& a, const auto& b) { return a.first == b.first; })) {
+    auto source = from.fields.begin();
+    for (auto& field : to.fields) {
+      field.second = source->second;
+      ++source;
+    }
+  } else {
+    to.fields = from.fields;
+  }
 }
 
 json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>& finished) {
@@ -89,7 +111,7 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
     entry.name = definition.name;
     entry.labels = definition.labels;
     entry.probes = rule_set.ProbesRead(i);
-    entry.grade = std::string(GradeName(rule_set.grade(i)));
+    entry.grade = rule_set.grade(i);
     if (rule_set.grade_since(i) != TimePoint{}) entry.since = rule_set.grade_since(i);
     entry.stale = rule_set.stale(i);
     entry.reason = rule_set.reason(i);
@@ -106,9 +128,11 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   }
   rules_ = std::move(rules);
   rule_index_ = std::move(rule_index);
+  indexed_rules_ = config.rules;
 
   std::vector<ProbeEntry> probes;
   std::map<std::string, size_t, std::less<>> probe_index;
+  probe_by_spec_.clear();
   for (const auto& probe_config : config.probes) {
     const ProbeSpec& spec = probe_config->spec();
     ProbeEntry entry;
@@ -123,10 +147,12 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
       }
     }
     probe_index.emplace(entry.name, probes.size());
+    probe_by_spec_.emplace(&spec, probes.size());
     probes.push_back(std::move(entry));
   }
   probes_ = std::move(probes);
   probe_index_ = std::move(probe_index);
+  probe_configs_ = config.probes;
   dirty_ = true;
 }
 
@@ -138,40 +164,57 @@ void StatusBoard::OnReloadFailed(const std::string& error, TimePoint now) {
 }
 
 void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& result, TimePoint now) {
-  auto it = probe_index_.find(probe.name);
-  if (it == probe_index_.end()) return;  // a run that outlived its configuration
-  ProbeEntry& entry = probes_[it->second];
+  size_t index = 0;
+  if (auto by_spec = probe_by_spec_.find(&probe); by_spec != probe_by_spec_.end()) {
+    index = by_spec->second;
+  } else if (auto by_name = probe_index_.find(probe.name); by_name != probe_index_.end()) {
+    index = by_name->second;
+  } else {
+    return;  // a run that outlived its configuration
+  }
+  ProbeEntry& entry = probes_[index];
   // A reading, up or down included: what an operator acts on is the rule it changes,
   // and that is published within kPublishInterval. When thousands of probes flap (an
   // overloaded network), re-rendering each of them ten times a second would add to it.
   readings_changed_ = true;
-  entry.last = result;
+  if (entry.last) {
+    AssignResult(*entry.last, result);
+  } else {
+    entry.last = result;
+  }
   entry.reported_at = now;
   entry.rendered.clear();
 }
 
 void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
                                   TimePoint now) {
-  auto it = rule_index_.find(rules.definition(index).name);
-  if (it == rule_index_.end()) return;
-  RuleEntry& entry = rules_[it->second];
-  const std::string grade(GradeName(outcome.grade));
+  RuleEntry* found = nullptr;
+  if (&rules == indexed_rules_.get()) {
+    if (index < rules_.size()) found = &rules_[index];
+  } else if (auto it = rule_index_.find(rules.definition(index).name); it != rule_index_.end()) {
+    found = &rules_[it->second];
+  }
+  if (found == nullptr) return;
+  RuleEntry& entry = *found;
   const std::optional<TimePoint> since = rules.grade_since(index) == TimePoint{}
                                              ? std::nullopt
                                              : std::optional<TimePoint>(rules.grade_since(index));
   // Evaluations happen on every probe result; only a visible change makes the document
-  // worth publishing again (evaluated_at alone does not).
-  if (entry.grade != grade || entry.since != since || entry.stale != outcome.stale ||
-      entry.reason != outcome.reason || entry.held_by != outcome.held_by ||
-      entry.config_error != outcome.config_error) {
-    dirty_ = true;
-  }
-  entry.grade = grade;
-  entry.since = since;
-  entry.stale = outcome.stale;
-  entry.reason = outcome.reason;
-  entry.held_by = outcome.held_by;
-  entry.config_error = outcome.config_error;
+  // worth publishing again (evaluated_at alone does not). Fields are compared before they
+  // are assigned, so an evaluation that changed nothing copies no string.
+  bool changed = false;
+  auto update = [&changed](auto& field, const auto& value) {
+    if (field == value) return;
+    field = value;
+    changed = true;
+  };
+  update(entry.grade, outcome.grade);
+  update(entry.since, since);
+  update(entry.stale, outcome.stale);
+  update(entry.reason, outcome.reason);
+  update(entry.held_by, outcome.held_by);
+  update(entry.config_error, outcome.config_error);
+  if (changed) dirty_ = true;
   entry.evaluated_at = now;
   entry.rendered.clear();
 }
@@ -288,7 +331,7 @@ std::string StatusBoard::Json() const {
   const auto render_rule = [&dump](const RuleEntry& rule) {
     const json entry = {
         {"name", rule.name},
-        {"grade", rule.grade},
+        {"grade", std::string(GradeName(rule.grade))},
         {"since", TimeOrNull(rule.since)},
         {"stale", rule.stale},
         {"reason", rule.reason},

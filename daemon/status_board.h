@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/probe_result.h"
@@ -78,7 +79,7 @@ class StatusBoard final : public RuntimeObserver {
  private:
   struct RuleEntry {
     std::string name;
-    std::string grade = "excellent";
+    Grade grade = Grade::kExcellent;
     std::optional<TimePoint> since;
     bool stale = true;
     std::string reason;
@@ -111,10 +112,17 @@ class StatusBoard final : public RuntimeObserver {
   std::optional<TimePoint> last_reload_time_;
   std::string last_reload_error_;
   std::optional<TimePoint> paused_until_;
-  std::vector<RuleEntry> rules_;
+  std::vector<RuleEntry> rules_;  // in the order of indexed_rules_
   std::map<std::string, size_t, std::less<>> rule_index_;
+  // The RuleSet of the configuration applied (held, so its address names no other
+  // RuleSet): its evaluations find their entry by index, not by name.
+  std::shared_ptr<const RuleSet> indexed_rules_;
   std::vector<ProbeEntry> probes_;
   std::map<std::string, size_t, std::less<>> probe_index_;
+  // The configured probes (held, so their addresses name no other spec) by the address
+  // of their spec: a result finds its entry without comparing names.
+  std::vector<std::shared_ptr<const ProbeConfig>> probe_configs_;
+  std::unordered_map<const ProbeSpec*, size_t> probe_by_spec_;
   std::vector<BreakerReport> breakers_;
   std::deque<ActionEntry> actions_;  // newest first
 

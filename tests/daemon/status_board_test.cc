@@ -140,6 +140,36 @@ TEST_CASE("status board shows the last probe report and the rule's grade", "[sta
   CHECK(later["probes"][0]["fields"].empty());
 }
 
+TEST_CASE("status board shows each report's own fields, whether their names repeat or not",
+          "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  const ProbeSpec& spec = config.probes[0]->spec();
+
+  board.OnProbeResult(spec, Up(200), FromMillis(1000));
+  ProbeResult same_names = Up(503);
+  same_names.fields["json.state"] = std::string("degraded, and a reason longer than SSO");
+  board.OnProbeResult(spec, same_names, FromMillis(2000));
+  json probe = Document(board)["probes"][0];
+  CHECK(probe["fields"] ==
+        json{{"status", 503.0}, {"json.state", "degraded, and a reason longer than SSO"}});
+
+  ProbeResult other_names = Up(200);
+  other_names.fields.erase("json.state");
+  other_names.fields["json.version"] = 7.0;
+  board.OnProbeResult(spec, other_names, FromMillis(3000));
+  probe = Document(board)["probes"][0];
+  CHECK(probe["fields"] == json{{"status", 200.0}, {"json.version", 7.0}});
+
+  // The same names again, a value changing type.
+  other_names.fields["json.version"] = std::string("7.1");
+  board.OnProbeResult(spec, other_names, FromMillis(4000));
+  probe = Document(board)["probes"][0];
+  CHECK(probe["fields"] == json{{"status", 200.0}, {"json.version", "7.1"}});
+}
+
 JournalRecord Decision(const std::string& id, const std::string& decision, int64_t ms) {
   JournalRecord record;
   record.time = FromMillis(ms);
