@@ -183,7 +183,7 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
     entry.last = result;
   }
   entry.reported_at = now;
-  entry.rendered.clear();
+  entry.changed = true;
 }
 
 void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const RuleOutcome& outcome,
@@ -216,7 +216,7 @@ void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const Rule
   update(entry.config_error, outcome.config_error);
   if (changed) dirty_ = true;
   entry.evaluated_at = now;
-  entry.rendered.clear();
+  entry.changed = true;
 }
 
 void StatusBoard::OnActionDecided(const JournalRecord& record, const PlannedAction& /*plan*/,
@@ -249,21 +249,88 @@ void StatusBoard::SetPausedUntil(std::optional<TimePoint> until) {
   dirty_ = true;
 }
 
-std::string StatusBoard::Json() const {
-  // The document is assembled by hand in the order nlohmann's sorted objects would dump
-  // it, so rule and probe entries can be spliced in from their cached renderings. Probe
-  // errors and reasons are text from the outside world: invalid UTF-8 is replaced, never
-  // turned into an exception.
-  auto dump = [](const json& value) {
-    return value.dump(-1, ' ', false, json::error_handler_t::replace);
+namespace {
+
+// Probe errors and reasons are text from the outside world: invalid UTF-8 is replaced,
+// never turned into an exception.
+std::string Dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
+std::string StatusBoard::RenderProbe(const ProbeEntry& probe) {
+  json entry = {
+      {"name", probe.name},         {"type", probe.type},
+      {"labels", probe.labels},     {"up", nullptr},
+      {"latency_seconds", nullptr}, {"fields", json::object()},
+      {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
   };
-  // Entries are rendered first and the document reserved at its full size: growing a
-  // multi-megabyte string by doubling copied it over and over (most of Json()'s time at
-  // 10,000 probes).
-  auto render_all = [](const auto& entries, const auto& render) {
+  if (probe.last) {
+    entry["up"] = probe.last->up;
+    entry["latency_seconds"] = probe.last->latency_seconds;
+    for (const auto& [field, value] : probe.last->fields) entry["fields"][field] = FieldJson(value);
+    if (!probe.last->error.empty()) entry["error"] = probe.last->error;
+    entry["config_error"] = probe.last->config_error;
+  }
+  return Dump(entry);
+}
+
+std::string StatusBoard::RenderRule(const RuleEntry& rule) {
+  const json entry = {
+      {"name", rule.name},
+      {"grade", std::string(GradeName(rule.grade))},
+      {"since", TimeOrNull(rule.since)},
+      {"stale", rule.stale},
+      {"reason", rule.reason},
+      {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
+      {"config_error", rule.config_error},
+      {"evaluated_at", TimeOrNull(rule.evaluated_at)},
+      {"labels", rule.labels},
+      {"probes", rule.probes},
+  };
+  return Dump(entry);
+}
+
+bool StatusBoard::RenderChanged(size_t budget) const {
+  const size_t total = probes_.size() + rules_.size();
+  size_t rendered = 0;
+  for (; round_cursor_ < total && rendered < budget; ++round_cursor_) {
+    if (round_cursor_ < probes_.size()) {
+      const ProbeEntry& probe = probes_[round_cursor_];
+      if (!probe.changed) continue;
+      probe.rendered = RenderProbe(probe);
+      probe.changed = false;
+    } else {
+      const RuleEntry& rule = rules_[round_cursor_ - probes_.size()];
+      if (!rule.changed) continue;
+      rule.rendered = RenderRule(rule);
+      rule.changed = false;
+    }
+    ++rendered;
+  }
+  return round_cursor_ >= total;
+}
+
+std::string StatusBoard::Json() const {
+  round_cursor_ = 0;
+  RenderChanged(probes_.size() + rules_.size());
+  round_cursor_ = 0;
+  return Assemble();
+}
+
+std::string StatusBoard::Assemble() const {
+  // The document is assembled by hand in the order nlohmann's sorted objects would dump
+  // it, so rule and probe entries can be spliced in from their renderings, and reserved
+  // at its full size: growing a multi-megabyte string by doubling copied it over and over
+  // (most of Json()'s time at 10,000 probes).
+  auto measure = [](const auto& entries, const auto& render) {
     size_t bytes = 2;  // [ ]
     for (const auto& entry : entries) {
-      if (entry.rendered.empty()) entry.rendered = render(entry);
+      if (entry.rendered.empty()) {  // new since the last round (a reload)
+        entry.rendered = render(entry);
+        entry.changed = false;
+      }
       bytes += entry.rendered.size() + 1;
     }
     return bytes;
@@ -311,46 +378,13 @@ std::string StatusBoard::Json() const {
       {"last_reload_error", last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
   };
 
-  const auto render_probe = [&dump](const ProbeEntry& probe) {
-    json entry = {
-        {"name", probe.name},         {"type", probe.type},
-        {"labels", probe.labels},     {"up", nullptr},
-        {"latency_seconds", nullptr}, {"fields", json::object()},
-        {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
-    };
-    if (probe.last) {
-      entry["up"] = probe.last->up;
-      entry["latency_seconds"] = probe.last->latency_seconds;
-      for (const auto& [field, value] : probe.last->fields)
-        entry["fields"][field] = FieldJson(value);
-      if (!probe.last->error.empty()) entry["error"] = probe.last->error;
-      entry["config_error"] = probe.last->config_error;
-    }
-    return dump(entry);
-  };
-  const auto render_rule = [&dump](const RuleEntry& rule) {
-    const json entry = {
-        {"name", rule.name},
-        {"grade", std::string(GradeName(rule.grade))},
-        {"since", TimeOrNull(rule.since)},
-        {"stale", rule.stale},
-        {"reason", rule.reason},
-        {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
-        {"config_error", rule.config_error},
-        {"evaluated_at", TimeOrNull(rule.evaluated_at)},
-        {"labels", rule.labels},
-        {"probes", rule.probes},
-    };
-    return dump(entry);
-  };
-
-  const std::string head = "{\"breakers\":" + dump(breakers) + ",\"config\":" + dump(config) +
-                           ",\"last_actions\":" + dump(actions) +
-                           ",\"paused_until\":" + dump(TimeOrNull(paused_until_)) + ",\"probes\":";
-  const std::string tail = ",\"version\":" + dump(ROLLGUARD_VERSION) + "}";
+  const std::string head = "{\"breakers\":" + Dump(breakers) + ",\"config\":" + Dump(config) +
+                           ",\"last_actions\":" + Dump(actions) +
+                           ",\"paused_until\":" + Dump(TimeOrNull(paused_until_)) + ",\"probes\":";
+  const std::string tail = ",\"version\":" + Dump(ROLLGUARD_VERSION) + "}";
   std::string out;
-  out.reserve(head.size() + render_all(probes_, render_probe) + sizeof(",\"rules\":") +
-              render_all(rules_, render_rule) + tail.size());
+  out.reserve(head.size() + measure(probes_, &StatusBoard::RenderProbe) + sizeof(",\"rules\":") +
+              measure(rules_, &StatusBoard::RenderRule) + tail.size());
   out += head;
   append_entries(out, probes_);
   out += ",\"rules\":";
@@ -360,19 +394,32 @@ std::string StatusBoard::Json() const {
 }
 
 std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
-  if (!dirty_ && !readings_changed_) return std::nullopt;
-  const Duration interval = dirty_ ? kPublishInterval : kReadingsInterval;
-  if (last_publish_ && now - *last_publish_ < interval && now >= *last_publish_) {
-    return *last_publish_ + interval;
+  if (!publishing_) {
+    if (!dirty_ && !readings_changed_) return std::nullopt;
+    const Duration interval = dirty_ ? kPublishInterval : kReadingsInterval;
+    if (last_publish_ && now - *last_publish_ < interval && now >= *last_publish_) {
+      return *last_publish_ + interval;
+    }
+    // A publication starts: what changes from here on is news for the next one.
+    publishing_ = true;
+    round_cursor_ = 0;
+    dirty_ = false;
+    readings_changed_ = false;
+  } else if (now - last_slice_ < kSliceSpacing && now >= last_slice_) {
+    return last_slice_ + kSliceSpacing;
   }
-  auto document = std::make_shared<const std::string>(Json());
+  last_slice_ = now;
+  if (!RenderChanged(kRenderSlice)) return now + kSliceSpacing;
+  publishing_ = false;
+  round_cursor_ = 0;
+  auto document = std::make_shared<const std::string>(Assemble());
   {
     std::lock_guard<std::mutex> lock(published_mutex_);
     published_ = std::move(document);
   }
-  dirty_ = false;
-  readings_changed_ = false;
   last_publish_ = now;
+  if (dirty_) return now + kPublishInterval;
+  if (readings_changed_) return now + kReadingsInterval;
   return std::nullopt;
 }
 

@@ -66,11 +66,22 @@ class StatusBoard final : public RuntimeObserver {
   // True when something changed since the last publication.
   bool dirty() const { return dirty_ || readings_changed_; }
 
-  // Publishes Json() when something changed and the last publication is at least
-  // kPublishInterval (kReadingsInterval for readings only) before `now`. Returns when to
-  // call again if a change is waiting for its interval to pass, nullopt when nothing is
-  // pending. Loop thread only.
+  // Publishes the document when something changed and the last publication is at least
+  // kPublishInterval (kReadingsInterval for readings only) before `now`. The entries that
+  // changed are rendered kRenderSlice at a time, a slice per call at most every
+  // kSliceSpacing, and the document is published when the last slice is done: at 10,000 probes,
+  // rendering every new reading in one go stalled the loop for tens of milliseconds once a second.
+  // An entry that changes again after its slice goes out as it was rendered, and again in the next
+  // publication. Returns when to call again: `now` while a publication is under way, the end of the
+  // interval while a change waits for it, nullopt when nothing is pending. Loop thread only.
   std::optional<TimePoint> MaybePublish(TimePoint now);
+
+  // Entries rendered per slice (about half a millisecond of work), and the time from one
+  // slice to the next. The loop dispatches one event source per iteration, so a slice
+  // after every iteration would let one probe answer through per slice: spaced out, the
+  // loop serves everything that arrives in between at full speed.
+  static constexpr size_t kRenderSlice = 128;
+  static constexpr Duration kSliceSpacing = std::chrono::milliseconds(1);
 
   // The last published document ("{}" before the first). Any thread; never blocks on
   // rendering.
@@ -88,10 +99,12 @@ class StatusBoard final : public RuntimeObserver {
     std::optional<TimePoint> evaluated_at;
     std::map<std::string, std::string> labels;
     std::vector<std::string> probes;
-    // This entry's JSON as last rendered; empty after any change. Json() re-renders only
-    // such entries: with thousands of probes reporting, rendering them all 10 times a
-    // second was most of the daemon's CPU and stalled the loop (bench/RESULTS.md).
+    // This entry's JSON as last rendered, and whether it changed since. Only changed
+    // entries are rendered again: with thousands of probes reporting, rendering them all
+    // 10 times a second was most of the daemon's CPU and stalled the loop
+    // (bench/RESULTS.md).
     mutable std::string rendered;
+    mutable bool changed = true;
   };
   struct ProbeEntry {
     std::string name;
@@ -100,6 +113,7 @@ class StatusBoard final : public RuntimeObserver {
     std::optional<ProbeResult> last;
     std::optional<TimePoint> reported_at;
     mutable std::string rendered;  // as RuleEntry::rendered
+    mutable bool changed = true;
   };
   struct ActionEntry {
     JournalRecord decided;
@@ -126,8 +140,19 @@ class StatusBoard final : public RuntimeObserver {
   std::vector<BreakerReport> breakers_;
   std::deque<ActionEntry> actions_;  // newest first
 
-  bool dirty_ = true;              // a change published within kPublishInterval
-  bool readings_changed_ = false;  // a probe reported since the last publication
+  // Renders up to `budget` changed entries from round_cursor_ on; true once the cursor
+  // has passed the last entry.
+  bool RenderChanged(size_t budget) const;
+  // The document from the entries' renderings (entries never rendered are rendered now).
+  std::string Assemble() const;
+  static std::string RenderProbe(const ProbeEntry& probe);
+  static std::string RenderRule(const RuleEntry& rule);
+
+  bool publishing_ = false;  // a publication is being rendered, slice by slice
+  TimePoint last_slice_;
+  mutable size_t round_cursor_ = 0;  // its next entry: probes first, then rules
+  bool dirty_ = true;                // a change published within kPublishInterval
+  bool readings_changed_ = false;    // a probe reported since the last publication
   std::optional<TimePoint> last_publish_;
 
   mutable std::mutex published_mutex_;

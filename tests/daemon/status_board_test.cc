@@ -312,8 +312,7 @@ TEST_CASE("status board publishes changes at most every 100ms", "[status_board]"
   CHECK(json::parse(*first)["paused_until"].is_null());
 }
 
-TEST_CASE("status board publishes readings once a second, grades within 100ms",
-          "[status_board]") {
+TEST_CASE("status board publishes readings once a second, grades within 100ms", "[status_board]") {
   ConfigFolder folder(kRules);
   Config config = folder.Load();
   StatusBoard board;
@@ -345,6 +344,48 @@ TEST_CASE("status board publishes readings once a second, grades within 100ms",
   const json doc = json::parse(*board.Published());
   CHECK(doc["rules"][0]["grade"] == "critical");
   CHECK(doc["probes"][0]["fields"]["status"] == 503.0);
+}
+
+TEST_CASE("status board renders a large publication in slices, one per call", "[status_board]") {
+  constexpr size_t kProbes = 2 * StatusBoard::kRenderSlice + 44;
+  std::string rules;
+  for (size_t i = 0; i < kProbes; ++i) {
+    rules += "[probe p" + std::to_string(i) +
+             "]\ntype = tcp\naddress = 127.0.0.1:1\ninterval = 1s\ntimeout = 500ms\n";
+  }
+  ConfigFolder folder(rules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+
+  // The first publication renders every entry: three slices, a millisecond apart.
+  const auto first = board.MaybePublish(FromMillis(1000));
+  REQUIRE(first.has_value());
+  CHECK(*first == FromMillis(1001));  // the next slice, not the end of an interval
+  CHECK(*board.Published() == "{}");
+  CHECK(board.MaybePublish(FromMillis(1000)) == first);  // no second slice within 1 ms
+  CHECK(board.MaybePublish(FromMillis(1001)) == std::optional<TimePoint>(FromMillis(1002)));
+  CHECK(*board.Published() == "{}");
+  CHECK_FALSE(board.MaybePublish(FromMillis(1002)).has_value());
+  CHECK(json::parse(*board.Published())["probes"].size() == kProbes);
+
+  // Every probe reports; p0 reports again after its slice was rendered: the publication
+  // shows the reading its slice saw, and the next one the newer reading.
+  for (const auto& probe : config.probes)
+    board.OnProbeResult(probe->spec(), Up(200), FromMillis(1500));
+  REQUIRE(board.MaybePublish(FromMillis(2002)) == std::optional<TimePoint>(FromMillis(2003)));
+  board.OnProbeResult(config.probes[0]->spec(), Up(503), FromMillis(2002));
+  REQUIRE(board.MaybePublish(FromMillis(2003)) == std::optional<TimePoint>(FromMillis(2004)));
+  const auto next = board.MaybePublish(FromMillis(2004));
+  REQUIRE(next.has_value());
+  CHECK(*next == FromMillis(3004));  // the newer reading waits for the readings interval
+  json doc = json::parse(*board.Published());
+  CHECK(doc["probes"][0]["fields"]["status"] == 200.0);
+  CHECK(doc["probes"][kProbes - 1]["fields"]["status"] == 200.0);
+  CHECK_FALSE(board.MaybePublish(FromMillis(3004)).has_value());  // one change: one slice
+  doc = json::parse(*board.Published());
+  CHECK(doc["probes"][0]["fields"]["status"] == 503.0);
+  CHECK(*board.Published() == board.Json());
 }
 
 TEST_CASE("status board survives probe text that is not UTF-8", "[status_board]") {
