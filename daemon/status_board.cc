@@ -292,30 +292,29 @@ std::string StatusBoard::RenderRule(const RuleEntry& rule) {
   return Dump(entry);
 }
 
-bool StatusBoard::RenderChanged(size_t budget) const {
+bool StatusBoard::RenderChanged(size_t& cursor, size_t budget) const {
   const size_t total = probes_.size() + rules_.size();
   size_t rendered = 0;
-  for (; round_cursor_ < total && rendered < budget; ++round_cursor_) {
-    if (round_cursor_ < probes_.size()) {
-      const ProbeEntry& probe = probes_[round_cursor_];
+  for (; cursor < total && rendered < budget; ++cursor) {
+    if (cursor < probes_.size()) {
+      const ProbeEntry& probe = probes_[cursor];
       if (!probe.changed) continue;
       probe.rendered = RenderProbe(probe);
       probe.changed = false;
     } else {
-      const RuleEntry& rule = rules_[round_cursor_ - probes_.size()];
+      const RuleEntry& rule = rules_[cursor - probes_.size()];
       if (!rule.changed) continue;
       rule.rendered = RenderRule(rule);
       rule.changed = false;
     }
     ++rendered;
   }
-  return round_cursor_ >= total;
+  return cursor >= total;
 }
 
 std::string StatusBoard::Json() const {
-  round_cursor_ = 0;
-  RenderChanged(probes_.size() + rules_.size());
-  round_cursor_ = 0;
+  size_t cursor = 0;
+  RenderChanged(cursor, probes_.size() + rules_.size());
   return Assemble();
 }
 
@@ -409,7 +408,7 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     return last_slice_ + kSliceSpacing;
   }
   last_slice_ = now;
-  if (!RenderChanged(kRenderSlice)) return now + kSliceSpacing;
+  if (!RenderChanged(round_cursor_, kRenderSlice)) return now + kSliceSpacing;
   publishing_ = false;
   round_cursor_ = 0;
   auto document = std::make_shared<const std::string>(Assemble());

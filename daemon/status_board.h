@@ -140,9 +140,9 @@ class StatusBoard final : public RuntimeObserver {
   std::vector<BreakerReport> breakers_;
   std::deque<ActionEntry> actions_;  // newest first
 
-  // Renders up to `budget` changed entries from round_cursor_ on; true once the cursor
-  // has passed the last entry.
-  bool RenderChanged(size_t budget) const;
+  // Renders up to `budget` changed entries from `cursor` on (probes first, then rules)
+  // and moves it past them; true once the cursor has passed the last entry.
+  bool RenderChanged(size_t& cursor, size_t budget) const;
   // The document from the entries' renderings (entries never rendered are rendered now).
   std::string Assemble() const;
   static std::string RenderProbe(const ProbeEntry& probe);
@@ -150,9 +150,9 @@ class StatusBoard final : public RuntimeObserver {
 
   bool publishing_ = false;  // a publication is being rendered, slice by slice
   TimePoint last_slice_;
-  mutable size_t round_cursor_ = 0;  // its next entry: probes first, then rules
-  bool dirty_ = true;                // a change published within kPublishInterval
-  bool readings_changed_ = false;    // a probe reported since the last publication
+  size_t round_cursor_ = 0;        // its next entry: probes first, then rules
+  bool dirty_ = true;              // a change published within kPublishInterval
+  bool readings_changed_ = false;  // a probe reported since the last publication
   std::optional<TimePoint> last_publish_;
 
   mutable std::mutex published_mutex_;
