@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
 
@@ -21,6 +22,15 @@ constexpr uint64_t kExpiryAccuracyUsec = 10'000;
 
 constexpr size_t kOriginSlots = static_cast<size_t>(CurlMulti::kMaxHostConnections);
 
+// Ready sockets taken per dispatch. More stay ready in the set, which stays readable, so
+// the loop comes back for them after its other sources had their turn.
+constexpr int kReadyBatch = 128;
+
+// An epoll event's data: the socket's descriptor and the generation of its Watch.
+uint64_t EventKey(int fd, uint32_t generation) {
+  return (static_cast<uint64_t>(generation) << 32) | static_cast<uint32_t>(fd);
+}
+
 }  // namespace
 
 CurlMulti::CurlMulti(sd_event* event) : event_(event) {
@@ -34,6 +44,11 @@ CurlMulti::CurlMulti(sd_event* event) : event_(event) {
   curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
   curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
   curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, kMaxHostConnections);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0 ||
+      sd_event_add_io(event_, &ready_, epoll_fd_, EPOLLIN, &CurlMulti::OnReady, this) < 0) {
+    std::abort();  // out of descriptors or memory at startup
+  }
   if (sd_event_add_time(event_, &timer_, CLOCK_MONOTONIC, 0, kTimerAccuracyUsec,
                         &CurlMulti::OnTimeout, this) < 0) {
     std::abort();
@@ -56,10 +71,11 @@ CurlMulti::~CurlMulti() {
   transfers_.clear();
   // Closing cached connections may still call OnSocket(REMOVE); `this` is intact here.
   curl_multi_cleanup(multi_);
-  // Sockets curl has not closed by now belong to no transfer; the sources go, the sockets
-  // were curl's to close.
-  for (const auto& [fd, watch] : sockets_) sd_event_source_disable_unref(watch.source);
+  // Sockets curl has not closed by now belong to no transfer; their registrations go
+  // with the epoll set, the sockets were curl's to close.
   sockets_.clear();
+  sd_event_source_disable_unref(ready_);
+  close(epoll_fd_);
   sd_event_source_disable_unref(timer_);
   sd_event_source_disable_unref(kick_);
   sd_event_source_disable_unref(expiry_);
@@ -260,8 +276,7 @@ void CurlMulti::Remove(CURL* easy) {
 }
 
 int CurlMulti::OnSocket(CURL* /*easy*/, int fd, int what, void* self, void* socket) {
-  return static_cast<CurlMulti*>(self)->UpdateSocket(fd, what,
-                                                     static_cast<sd_event_source*>(socket));
+  return static_cast<CurlMulti*>(self)->UpdateSocket(fd, what, socket);
 }
 
 curl_socket_t CurlMulti::OnOpenSocket(void* self, curlsocktype /*purpose*/,
@@ -270,12 +285,13 @@ curl_socket_t CurlMulti::OnOpenSocket(void* self, curlsocktype /*purpose*/,
   // must not inherit connections.
   const int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
   if (fd < 0) return CURL_SOCKET_BAD;
-  static_cast<CurlMulti*>(self)->sockets_[fd].owned = true;
+  static_cast<CurlMulti*>(self)->NewWatch(fd).owned = true;
   return fd;
 }
 
 int CurlMulti::OnCloseSocket(void* self, curl_socket_t fd) {
-  // Unregistered while the descriptor is still open, so epoll and sd-event agree.
+  // Unregistered while the descriptor is still open: epoll forgets a closed one by
+  // itself only once no other process holds it (an exec child mid-fork may).
   static_cast<CurlMulti*>(self)->Unwatch(fd);
   return close(fd);
 }
@@ -283,27 +299,57 @@ int CurlMulti::OnCloseSocket(void* self, curl_socket_t fd) {
 void CurlMulti::Unwatch(int fd) {
   auto it = sockets_.find(fd);
   if (it == sockets_.end()) return;
-  sd_event_source_disable_unref(it->second.source);
+  Deregister(fd, it->second);
   sockets_.erase(it);
 }
 
-int CurlMulti::UpdateSocket(int fd, int what, sd_event_source* known) {
+CurlMulti::Watch& CurlMulti::NewWatch(int fd) {
+  Watch& watch = sockets_[fd];
+  // What was kept under this number is gone: its file is closed, and with it its epoll
+  // registration.
+  watch = Watch{};
+  watch.generation = next_generation_++;
+  if (watch.generation == 0) watch.generation = next_generation_++;  // after 2^32 sockets
+  return watch;
+}
+
+bool CurlMulti::Register(int fd, Watch& watch, uint32_t events) {
+  if (events == 0) {
+    Deregister(fd, watch);
+    return true;
+  }
+  if (watch.events == events) return true;  // no system call when nothing changes
+  epoll_event event{};
+  event.events = events;
+  event.data.u64 = EventKey(fd, watch.generation);
+  if (epoll_ctl(epoll_fd_, watch.events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) < 0) {
+    // A socket curl did not open through us can close without a word: its registration
+    // died with it (ENOENT), or a stale one is still there under the same number (EEXIST).
+    const int retry = errno == ENOENT ? EPOLL_CTL_ADD : errno == EEXIST ? EPOLL_CTL_MOD : -1;
+    if (retry < 0 || epoll_ctl(epoll_fd_, retry, fd, &event) < 0) return false;
+  }
+  watch.events = events;
+  return true;
+}
+
+void CurlMulti::Deregister(int fd, Watch& watch) {
+  if (watch.events == 0) return;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);  // ENOENT: it went with its file
+  watch.events = 0;
+}
+
+int CurlMulti::UpdateSocket(int fd, int what, void* known) {
   auto it = sockets_.find(fd);
   if (what == CURL_POLL_REMOVE) {
     if (it == sockets_.end()) return 0;
     Watch& watch = it->second;
     watch.wanted = false;
     // An owned socket usually goes back to the connection cache, to be watched for the
-    // next response: its source stays registered for EPOLLIN until OnCloseSocket (a
-    // peer closing the idle connection wakes OnIo once, which then mutes it). Anything
-    // else, or a socket left waiting to write, is unregistered now.
-    uint32_t events = 0;
-    if (watch.owned && watch.source != nullptr &&
-        sd_event_source_get_io_events(watch.source, &events) >= 0 && events == EPOLLIN) {
-      return 0;
-    }
+    // next response: it stays registered for EPOLLIN until OnCloseSocket (a peer closing
+    // the idle connection wakes ActOnReady once, which then mutes it). Anything else, or
+    // a socket left waiting to write, is unregistered now.
     if (watch.owned) {
-      if (watch.source != nullptr) sd_event_source_set_enabled(watch.source, SD_EVENT_OFF);
+      if (watch.events != EPOLLIN) Deregister(fd, watch);
       return 0;
     }
     Unwatch(fd);
@@ -312,33 +358,22 @@ int CurlMulti::UpdateSocket(int fd, int what, sd_event_source* known) {
   uint32_t events = 0;
   if (what & CURL_POLL_IN) events |= EPOLLIN;
   if (what & CURL_POLL_OUT) events |= EPOLLOUT;
-  if (it != sockets_.end() && it->second.source != nullptr &&
-      (it->second.owned || it->second.source == known)) {
-    // sd-event makes no system call when neither the mask nor the state changes.
+  if (it != sockets_.end() &&
+      (it->second.owned || known == reinterpret_cast<void*>(uintptr_t{it->second.generation}))) {
     Watch& watch = it->second;
     watch.wanted = true;
-    if (sd_event_source_set_io_events(watch.source, events) < 0 ||
-        sd_event_source_set_enabled(watch.source, SD_EVENT_ON) < 0) {
-      return -1;
-    }
-    return 0;
+    return Register(fd, watch, events) ? 0 : -1;
   }
-  // A socket curl has not told us about yet. A source still registered under the same fd
-  // for a socket we did not open belongs to one that was closed without a REMOVE (its
-  // epoll registration died with it), so it is replaced, never reused.
-  bool owned = false;
-  if (it != sockets_.end()) {
-    owned = it->second.owned;
-    sd_event_source_disable_unref(it->second.source);
-    sockets_.erase(it);
-  }
-  sd_event_source* source = nullptr;
-  if (sd_event_add_io(event_, &source, fd, events, &CurlMulti::OnIo, this) < 0) return -1;
-  Watch& watch = sockets_[fd];
-  watch.source = source;
-  watch.owned = owned;
+  // A socket we did not open, that curl has not told us about yet. A Watch still kept
+  // under the same fd belongs to one that was closed without a REMOVE, so it is replaced,
+  // never reused.
+  Watch& watch = NewWatch(fd);
   watch.wanted = true;
-  curl_multi_assign(multi_, fd, source);
+  if (!Register(fd, watch, events)) {
+    sockets_.erase(fd);
+    return -1;
+  }
+  curl_multi_assign(multi_, fd, reinterpret_cast<void*>(uintptr_t{watch.generation}));
   return 0;
 }
 
@@ -360,22 +395,37 @@ void CurlMulti::SetTimer(long timeout_ms) {  // NOLINT(runtime/int)
   sd_event_source_set_enabled(timer_, SD_EVENT_ONESHOT);
 }
 
-int CurlMulti::OnIo(sd_event_source* source, int fd, uint32_t revents, void* self) {
-  auto* multi = static_cast<CurlMulti*>(self);
-  auto it = multi->sockets_.find(fd);
-  if (it != multi->sockets_.end() && !it->second.wanted) {
-    // An idle cached connection became readable: the peer closed it or sent something
-    // unasked. Curl notices when it next picks the connection; until then the source is
-    // muted so a level-triggered EOF does not spin the loop.
-    sd_event_source_set_enabled(source, SD_EVENT_OFF);
-    return 0;
-  }
-  int mask = 0;
-  if (revents & EPOLLIN) mask |= CURL_CSELECT_IN;
-  if (revents & EPOLLOUT) mask |= CURL_CSELECT_OUT;
-  if (revents & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
-  multi->Act(fd, mask);
+int CurlMulti::OnReady(sd_event_source* /*source*/, int /*fd*/, uint32_t /*revents*/, void* self) {
+  static_cast<CurlMulti*>(self)->ActOnReady();
   return 0;
+}
+
+void CurlMulti::ActOnReady() {
+  epoll_event ready[kReadyBatch];
+  const int count = epoll_wait(epoll_fd_, ready, kReadyBatch, 0);
+  int running = 0;
+  for (int i = 0; i < count; ++i) {
+    const int fd = static_cast<int>(static_cast<uint32_t>(ready[i].data.u64));
+    const auto generation = static_cast<uint32_t>(ready[i].data.u64 >> 32);
+    // An earlier socket in this batch may have closed this one, and a new socket may have
+    // taken its number.
+    auto it = sockets_.find(fd);
+    if (it == sockets_.end() || it->second.generation != generation) continue;
+    if (!it->second.wanted) {
+      // An idle cached connection became readable: the peer closed it or sent something
+      // unasked. Curl notices when it next picks the connection; until then it is muted
+      // so a level-triggered EOF does not spin the loop.
+      Deregister(fd, it->second);
+      continue;
+    }
+    const uint32_t revents = ready[i].events;
+    int mask = 0;
+    if (revents & EPOLLIN) mask |= CURL_CSELECT_IN;
+    if (revents & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+    if (revents & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+    curl_multi_socket_action(multi_, fd, mask, &running);
+  }
+  DispatchCompleted();
 }
 
 int CurlMulti::OnTimeout(sd_event_source* /*source*/, uint64_t /*usec*/, void* self) {

@@ -2,17 +2,24 @@
 //
 // One CurlMulti serves every HTTP (and TCP) probe on a loop, so connections, DNS answers
 // and TLS sessions are reused across runs and probes. It never blocks and starts no
-// threads of its own: curl tells it which sockets to watch (CURLMOPT_SOCKETFUNCTION ->
-// one sd_event IO source per socket) and when to wake up (CURLMOPT_TIMERFUNCTION -> one
-// CLOCK_MONOTONIC time source); each wake-up calls curl_multi_socket_action and then
-// hands finished transfers to their completion callbacks.
+// threads of its own: curl tells it which sockets to watch (CURLMOPT_SOCKETFUNCTION) and
+// when to wake up (CURLMOPT_TIMERFUNCTION -> one CLOCK_MONOTONIC time source); each
+// wake-up calls curl_multi_socket_action and then hands finished transfers to their
+// completion callbacks.
+//
+// curl's sockets are watched in an epoll set of CurlMulti's own, and that set is one IO
+// source on the loop. sd-event dispatches one source per loop iteration, and an
+// iteration costs about as much as a probe's own work (preparing every source, re-arming
+// the timer, another epoll_wait): with a source per socket, a burst of answers would cost
+// an iteration each. With one source for the set, one dispatch takes every ready socket
+// at once and hands completed transfers on after the whole batch.
 //
 // A kept-alive connection is reused run after run, and curl stops watching its socket
 // between runs (CURL_POLL_REMOVE) only to watch it again for the next one. Dropping and
-// re-adding the epoll registration each time was two system calls and an allocation per
-// run. So CurlMulti opens and closes the connection sockets itself
-// (CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION): it knows for certain when a
-// socket is gone, and can leave an idle connection's source registered until then.
+// re-adding the epoll registration each time was two system calls per run. So CurlMulti
+// opens and closes the connection sockets itself (CURLOPT_OPENSOCKETFUNCTION /
+// CURLOPT_CLOSESOCKETFUNCTION): it knows for certain when a socket is gone, and can leave
+// an idle connection registered until then.
 //
 // Thread-safety: none; everything happens on the loop's thread.
 #pragma once
@@ -111,7 +118,7 @@ class CurlMulti {
  private:
   static int OnSocket(CURL* easy, int fd, int what, void* self, void* socket);
   static int OnTimer(CURLM* multi, long timeout_ms, void* self);  // NOLINT(runtime/int)
-  static int OnIo(sd_event_source* source, int fd, uint32_t revents, void* self);
+  static int OnReady(sd_event_source* source, int fd, uint32_t revents, void* self);
   static int OnTimeout(sd_event_source* source, uint64_t usec, void* self);
   static int OnKick(sd_event_source* source, void* self);
   static int OnExpiry(sd_event_source* source, uint64_t usec, void* self);
@@ -120,8 +127,11 @@ class CurlMulti {
 
   // What is known about one socket curl uses.
   struct Watch {
-    sd_event_source* source = nullptr;  // null until curl first asks to watch it
-    // Opened by OnOpenSocket, so OnCloseSocket will report its end: its source may stay
+    // Tells this socket's epoll events from those of an earlier socket with the same
+    // descriptor, and is curl's socketp for it (never 0).
+    uint32_t generation = 0;
+    uint32_t events = 0;  // registered in epoll_fd_; 0: not registered
+    // Opened by OnOpenSocket, so OnCloseSocket will report its end: it may stay
     // registered while curl does not watch it.
     bool owned = false;
     bool wanted = false;  // curl watches it now (between CURL_POLL_IN/OUT and _REMOVE)
@@ -166,14 +176,21 @@ class CurlMulti {
   void EndWithoutCurl(CURL* easy, Transfer& transfer, int code);
   void ArmExpiry(uint64_t deadline_usec);
   uint64_t NowUsec() const;
-  int UpdateSocket(int fd, int what, sd_event_source* known);
+  int UpdateSocket(int fd, int what, void* known);
+  Watch& NewWatch(int fd);
+  bool Register(int fd, Watch& watch, uint32_t events);
+  void Deregister(int fd, Watch& watch);
   void Unwatch(int fd);
+  void ActOnReady();
   void SetTimer(long timeout_ms);  // NOLINT(runtime/int)
   void Act(int fd, int event_mask);
   void DispatchCompleted();
 
   sd_event* event_;
   CURLM* multi_ = nullptr;
+  int epoll_fd_ = -1;                 // curl's sockets
+  sd_event_source* ready_ = nullptr;  // epoll_fd_ on the loop
+  uint32_t next_generation_ = 1;
   sd_event_source* timer_ = nullptr;
   // curl's "act now" (a 0 ms timeout, after every Add): a defer source is dispatched on the
   // next iteration without arming the timerfd or waiting in epoll.
@@ -187,7 +204,7 @@ class CurlMulti {
   size_t waiting_count_ = 0;
   uint64_t next_serial_ = 1;
   std::vector<CURL*> idle_easy_;            // TakeEasy's pool, most recently used last
-  std::unordered_map<int, Watch> sockets_;  // by fd; the source is curl's socketp
+  std::unordered_map<int, Watch> sockets_;  // by fd
   // Flips to false when this object dies, so a completion that destroys the CurlMulti
   // (e.g. the daemon shutting down) does not make the dispatch loop touch freed memory.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -3,10 +3,14 @@
 #include "probes/curl_multi.h"
 
 #include <curl/curl.h>
+#include <systemd/sd-event.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -74,6 +78,58 @@ TEST_CASE("curl multi: destroying it with transfers in flight calls nothing and 
   loop.RunFor(std::chrono::milliseconds(100));
   CHECK_FALSE(called);
   curl_easy_cleanup(easy);
+}
+
+TEST_CASE("curl multi: answers that arrive together are taken in one loop iteration", "[curl]") {
+  // Every connection's answer is held until all requests are in, then written at once,
+  // while the loop is not running: when it next runs, every socket is readable. Taken one
+  // socket per loop iteration (an sd-event source per socket) that was one iteration per
+  // answer.
+  constexpr int kTransfers = 32;
+  std::mutex mutex;
+  std::condition_variable all_in;
+  int arrived = 0;
+  std::atomic<int> written{0};
+  TestServer server([&](const HttpRequest&, Connection& connection) {
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      ++arrived;
+      all_in.notify_all();
+      all_in.wait(lock, [&] { return arrived >= kTransfers; });
+    }
+    connection.Write(Response(200, "ok"));
+    ++written;
+  });
+  EventLoop loop;
+  CurlMulti multi(loop.get());
+  std::vector<CURL*> handles;
+  int completed = 0;
+  for (int i = 0; i < kTransfers; ++i) {
+    handles.push_back(NewTransfer(server.Url("/")));
+    REQUIRE(multi.Add(handles.back(), [&completed](int code) {
+      CHECK(code == CURLE_OK);
+      ++completed;
+    }));
+  }
+  // Until every request is out; no answer can come before that.
+  REQUIRE(loop.RunUntil([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return arrived == kTransfers;
+  }));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (written < kTransfers && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(written == kTransfers);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // through loopback
+
+  uint64_t before = 0;
+  REQUIRE(sd_event_get_iteration(loop.get(), &before) >= 0);
+  REQUIRE(loop.RunUntil([&] { return completed == kTransfers; }));
+  uint64_t after = 0;
+  REQUIRE(sd_event_get_iteration(loop.get(), &after) >= 0);
+  CHECK(after - before <= 2);
+  for (CURL* easy : handles) curl_easy_cleanup(easy);
 }
 
 TEST_CASE("curl multi: queued transfers wait their turn per origin, waiting counts as time",
