@@ -9,7 +9,7 @@ ProbeHistory::ProbeHistory(size_t slots, Duration retention, size_t max_samples)
     : slots_(slots), retention_(retention), max_samples_(std::max<size_t>(max_samples, 2)) {}
 
 void ProbeHistory::Grow() {
-  const size_t new_capacity = std::min(max_samples_, std::max<size_t>(8, capacity_ * 2));
+  const size_t new_capacity = std::min(max_samples_, std::max(kFirstCapacity, capacity_ * 2));
   std::vector<TimePoint> times(new_capacity);
   std::vector<Cell> cells(new_capacity * slots_);
   for (size_t i = 0; i < size_; ++i) {

@@ -3,24 +3,61 @@
 // Samples are kept in a ring for `retention` (the longest window any rule reads on the
 // probe, at least 2x its interval) and never more than `max_samples`; the oldest go first.
 // Each sample stores one Cell per field slot the rules read (slot order is fixed when the
-// rule set is compiled). Storage grows by doubling up to max_samples and is reused after
-// that, so a steady probe stops allocating once its ring is full.
+// rule set is compiled). Storage starts at kFirstCapacity samples, grows by doubling up to
+// max_samples and is reused after that, so a steady probe stops allocating once its ring
+// is full.
+//
+// Memory: there is a ring per probe, so its size is paid thousands of times over. A rule
+// without windows keeps 2x the interval, 3 samples; the ring starts at 4 of them, and a
+// cell is 24 bytes, its text (rare: json strings, systemd states) on the heap only when
+// there is one. At 8 samples of 48-byte cells the rings were ~1.2 KB of every probe's
+// ~10 KB (bench/RESULTS.md).
 // Internal to rules/.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/time.h"
 
 namespace rollguard {
 
+// A cell's text: empty until a string is first stored, and then reused, so a probe whose
+// fields are all numbers carries a null pointer per cell instead of a std::string.
+class CellText {
+ public:
+  CellText() = default;
+  CellText(CellText&&) noexcept = default;
+  CellText& operator=(CellText&&) noexcept = default;
+
+  // Keeps the string's capacity: a field that reports the same text run after run does
+  // not allocate.
+  CellText& operator=(std::string_view text) {
+    if (text_ == nullptr) {
+      text_ = std::make_unique<std::string>(text);
+    } else {
+      text_->assign(text);
+    }
+    return *this;
+  }
+  std::string_view view() const { return text_ == nullptr ? std::string_view() : *text_; }
+  operator std::string_view() const { return view(); }  // NOLINT: reads as the text
+  friend bool operator==(const CellText& a, std::string_view b) { return a.view() == b; }
+  friend bool operator==(const CellText& a, const CellText& b) { return a.view() == b.view(); }
+
+ private:
+  std::unique_ptr<std::string> text_;
+};
+
 struct Cell {
   enum class Kind : uint8_t { kMissing, kNumber, kString };
   Kind kind = Kind::kMissing;
   double number = 0;
-  std::string text;  // kString
+  CellText text;  // kString
 };
 
 class ProbeHistory {
@@ -34,6 +71,8 @@ class ProbeHistory {
   size_t size() const { return size_; }
   size_t slots() const { return slots_; }
   size_t capacity() const { return capacity_; }
+  // The ring's first size: enough for a rule without windows (2x the interval, 3 samples).
+  static constexpr size_t kFirstCapacity = 4;
   // 0 is the oldest sample, size() - 1 the latest. REQUIRES: i < size().
   TimePoint time(size_t i) const { return times_[Physical(i)]; }
   const Cell* cells(size_t i) const { return cells_.data() + Physical(i) * slots_; }
