@@ -105,6 +105,7 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   std::vector<RuleEntry> rules;
   std::map<std::string, size_t, std::less<>> rule_index;
   const RuleSet& rule_set = *config.rules;
+  rules.reserve(rule_set.size());  // exact: grown by doubling, up to half would sit unused
   for (size_t i = 0; i < rule_set.size(); ++i) {
     const RuleDefinition& definition = rule_set.definition(i);
     RuleEntry entry;
@@ -133,6 +134,7 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   std::vector<ProbeEntry> probes;
   std::map<std::string, size_t, std::less<>> probe_index;
   probe_by_spec_.clear();
+  probes.reserve(config.probes.size());
   for (const auto& probe_config : config.probes) {
     const ProbeSpec& spec = probe_config->spec();
     ProbeEntry entry;
