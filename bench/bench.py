@@ -706,7 +706,7 @@ def main():
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios: " + ", ".join(SCENARIOS))
     parser.add_argument("--probes", type=int, default=1000, help="throughput: probes")
-    parser.add_argument("--intervals", default="400ms,200ms,150ms,125ms,100ms,75ms,50ms",
+    parser.add_argument("--intervals", default="400ms,200ms,150ms,125ms,100ms,75ms,60ms,50ms,40ms",
                         help="throughput: the intervals tried, longest first (timeout: 90%%)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
