@@ -16,13 +16,14 @@ namespace {
 struct ParseState {
   std::string_view text;
   size_t offset = 0;
-  int line = 0;           // number of the line most recently handed to inih
-  std::string raw_line;   // its text, without the newline
+  int line = 0;          // number of the line most recently handed to inih
+  std::string raw_line;  // its text, without the newline
   // Pieces of an over-long line still to hand to inih (see SplitLongLine).
   std::vector<std::string> pending;
   std::string path;
+  SourceFile file;  // `path`, shared by every location in the document
   IniDocument document;
-  std::string error;      // first error, with location
+  std::string error;  // first error, with location
 };
 
 // The text before an inline comment (";" after whitespace), right-trimmed.
@@ -123,9 +124,8 @@ char* ReadLine(char* buffer, int size, void* stream) {
     // A section header: record it here so sections without keys exist too.
     IniSection section;
     const size_t close = trimmed.find(']');
-    section.header = std::string(Trim(trimmed.substr(1, close == std::string_view::npos
-                                                            ? std::string_view::npos
-                                                            : close - 1)));
+    section.header = std::string(Trim(
+        trimmed.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1)));
     const std::vector<std::string> words = SplitWords(section.header);
     if (!words.empty()) section.kind = words[0];
     if (words.size() > 1) section.name = words[1];
@@ -135,7 +135,7 @@ char* ReadLine(char* buffer, int size, void* stream) {
                      std::string(trimmed);
       return nullptr;
     }
-    section.where = {state->path, state->line};
+    section.where = {state->file, state->line};
     state->document.sections.push_back(std::move(section));
   }
   return buffer;
@@ -143,7 +143,7 @@ char* ReadLine(char* buffer, int size, void* stream) {
 
 int HandleValue(void* user, const char* /*section*/, const char* name, const char* value) {
   auto* state = static_cast<ParseState*>(user);
-  const SourceLocation where{state->path, state->line};
+  const SourceLocation where{state->file, state->line};
   if (state->document.sections.empty()) {
     state->error = where.ToString() + ": key \"" + name + "\" is outside any [section]";
     return 0;
@@ -169,6 +169,7 @@ Result<IniDocument> ParseIni(std::string_view text, const std::string& path) {
   ParseState state;
   state.text = text;
   state.path = path;
+  state.file = path;
   state.document.path = path;
   const int result = ini_parse_stream(&ReadLine, &state, &HandleValue, &state);
   if (!state.error.empty()) return Fail(state.error);

@@ -12,6 +12,7 @@
 // it in pieces that join back to the same value (see ini.cc), never silently truncated.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,12 +21,35 @@
 
 namespace rollguard {
 
+// The name of a config file, shared by every location in it. Probes, rules and their
+// conditions each keep where they were written for as long as the configuration runs, and
+// a path copied into each of them was ~5 allocations of 50 to 100 bytes per probe and
+// rule (bench/RESULTS.md); a copy of a SourceFile is a reference count.
+class SourceFile {
+ public:
+  SourceFile() = default;
+  SourceFile(const std::string& path)  // NOLINT: implicit, a path is a SourceFile
+      : path_(path.empty() ? nullptr : std::make_shared<const std::string>(path)) {}
+  SourceFile(const char* path) : SourceFile(std::string(path)) {}  // NOLINT: as above
+
+  const std::string& str() const { return path_ != nullptr ? *path_ : Empty(); }
+  operator const std::string&() const { return str(); }  // NOLINT: reads as the path
+  bool empty() const { return path_ == nullptr; }
+
+ private:
+  static const std::string& Empty() {
+    static const std::string empty;
+    return empty;
+  }
+  std::shared_ptr<const std::string> path_;
+};
+
 struct SourceLocation {
-  std::string file;
+  SourceFile file;
   int line = 0;
 
   // "file:line" — the prefix every config error starts with.
-  std::string ToString() const { return file + ":" + std::to_string(line); }
+  std::string ToString() const { return file.str() + ":" + std::to_string(line); }
 };
 
 struct IniEntry {
@@ -35,8 +59,8 @@ struct IniEntry {
 };
 
 struct IniSection {
-  std::string kind;  // first word of the header: "probe", "rule", "daemon", ...
-  std::string name;  // second word, empty when absent
+  std::string kind;    // first word of the header: "probe", "rule", "daemon", ...
+  std::string name;    // second word, empty when absent
   std::string header;  // the header as written between the brackets, trimmed
   SourceLocation where;
   std::vector<IniEntry> entries;
