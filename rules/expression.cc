@@ -282,6 +282,11 @@ class Parser {
     return false;
   }
 
+  int32_t AddText(const std::string& text) {
+    expr_->texts.push_back(text);
+    return static_cast<int32_t>(expr_->texts.size() - 1);
+  }
+
   int32_t Add(ExprNode node) {
     expr_->nodes.push_back(std::move(node));
     return static_cast<int32_t>(expr_->nodes.size() - 1);
@@ -417,7 +422,7 @@ class Parser {
         return Add(std::move(node));
       case TokenKind::kString:
         node.op = ExprOp::kString;
-        node.text = token.text;
+        node.text = AddText(token.text);
         Next();
         return Add(std::move(node));
       case TokenKind::kLParen: {
@@ -455,7 +460,7 @@ class Parser {
     }
     if (tokens_[pos_ + 1].kind == TokenKind::kLParen) return ParseCall();
     node.op = ExprOp::kRef;
-    node.text = token.text;
+    node.text = AddText(token.text);
     Next();
     return Add(std::move(node));
   }
@@ -474,7 +479,7 @@ class Parser {
     ExprNode node;
     node.op = function->op;
     node.number = function->quantile;
-    node.text = name.text;
+    node.text = AddText(name.text);
     node.begin = static_cast<uint32_t>(name.begin);
     Next();  // name
     Next();  // (

@@ -65,26 +65,39 @@ enum class ValueType : uint8_t {
   kAny,  // a json.* field: a number or a string, known only from the data
 };
 
+// 48 bytes: a compiled rule keeps its nodes for the life of the configuration, a dozen
+// per rule, so their size is paid per rule (bench/RESULTS.md). Text lives beside them in
+// Expr::texts, since most nodes have none.
 struct ExprNode {
   ExprOp op = ExprOp::kNumber;
+  // Filled in by the binder:
+  ValueType type = ValueType::kNumber;
   int32_t lhs = -1;
   int32_t rhs = -1;
   uint32_t begin = 0;  // source span [begin, end) in the expression text
   uint32_t end = 0;
-  double number = 0;
-  Duration window{0};
-  std::string text;
+  // kString: the unescaped value; kRef: the reference as written; functions: the name.
+  // An index into Expr::texts, -1 for none.
+  int32_t text = -1;
   // Filled in by the binder:
-  ValueType type = ValueType::kNumber;
   int32_t probe = -1;  // kRef, window functions, kAge: index of the probe read
   int32_t slot = -1;   // kRef, window functions over a field: the probe's field slot
+  double number = 0;
+  Duration window{0};
 };
 
 struct Expr {
   std::string source;
   std::vector<ExprNode> nodes;
+  std::vector<std::string> texts;  // ExprNode::text
   int32_t root = -1;
   std::optional<Duration> for_duration;  // the top-level `for D` suffix
+
+  // The node's text ("" when it has none).
+  const std::string& Text(const ExprNode& node) const {
+    static const std::string kNone;
+    return node.text < 0 ? kNone : texts[static_cast<size_t>(node.text)];
+  }
 };
 
 struct ExprError {

@@ -241,7 +241,7 @@ class Binder {
 
   std::optional<ValueType> BindRef(int32_t index) {
     ExprNode& node = expr_->nodes[index];
-    const std::string& text = node.text;
+    const std::string& text = expr_->Text(node);
     const size_t dot = text.find('.');
     const std::string_view probe_name = std::string_view(text).substr(0, dot);
     const auto probe = FindProbe(probe_name, node.begin);
@@ -271,7 +271,7 @@ class Binder {
   bool RejectInsideRatio(int32_t index) {
     if (ratio_probe_ == -2) return false;
     Fail(index, "expected a condition on one probe's fields inside ratio(), got " +
-                    expr_->nodes[index].text + "()");
+                    expr_->Text(expr_->nodes[index]) + "()");
     return true;
   }
 
@@ -283,7 +283,7 @@ class Binder {
   std::optional<ValueType> BindFieldFunction(int32_t index) {
     if (RejectInsideRatio(index)) return std::nullopt;
     const ExprNode& node = expr_->nodes[index];
-    const std::string name = node.text;
+    const std::string name = expr_->Text(node);
     if (expr_->nodes[node.lhs].op != ExprOp::kRef) {
       return Fail(node.lhs,
                   "expected a probe or probe field like api.latency as the argument "
@@ -301,7 +301,7 @@ class Binder {
                               bound.op == ExprOp::kMax || bound.op == ExprOp::kQuantile;
     if (numeric_only && *field_type == ValueType::kString) {
       return Fail(bound.lhs, "expected a numeric field as the argument of " + name +
-                                 "(), got the string field " + Quote(field.text));
+                                 "(), got the string field " + Quote(expr_->Text(field)));
     }
     return bound.type = bound.op == ExprOp::kAbsent ? ValueType::kBool : ValueType::kNumber;
   }
@@ -330,11 +330,11 @@ class Binder {
     if (RejectInsideRatio(index)) return std::nullopt;
     ExprNode& node = expr_->nodes[index];
     const ExprNode& arg = expr_->nodes[node.lhs];
-    if (arg.op != ExprOp::kRef || arg.text.find('.') != std::string::npos) {
+    if (arg.op != ExprOp::kRef || expr_->Text(arg).find('.') != std::string::npos) {
       return Fail(node.lhs, "expected a probe name as the argument of age(), got " +
                                 Quote(Spelled(node.lhs)));
     }
-    const auto probe = FindProbe(arg.text, arg.begin);
+    const auto probe = FindProbe(expr_->Text(arg), arg.begin);
     if (!probe) return std::nullopt;
     node.probe = *probe;
     return node.type = ValueType::kNumber;
@@ -625,7 +625,7 @@ Value Evaluate(const Expr& expr, int32_t index, EvalContext& context) {
     case ExprOp::kBool:
       return Value::Number(node.number);
     case ExprOp::kString:
-      return Value::Text(node.text);
+      return Value::Text(expr.Text(node));
     case ExprOp::kRef: {
       const Cell* cell = ReadCell(context, node.probe, node.slot);
       return cell == nullptr ? Value::Unknown() : FromCell(*cell);
