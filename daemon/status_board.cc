@@ -1,6 +1,7 @@
 #include "daemon/status_board.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -156,6 +157,10 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   probe_index_ = std::move(probe_index);
   probe_configs_ = config.probes;
   dirty_ = true;
+  // A publication under way was written from the entries just replaced: start it again.
+  publishing_ = false;
+  round_cursor_ = 0;
+  next_ = std::string();
 }
 
 void StatusBoard::OnReloadFailed(const std::string& error, TimePoint now) {
@@ -294,59 +299,46 @@ std::string StatusBoard::RenderRule(const RuleEntry& rule) {
   return Dump(entry);
 }
 
-bool StatusBoard::RenderChanged(size_t& cursor, size_t budget) const {
-  const size_t total = probes_.size() + rules_.size();
+template <typename Entry>
+std::string_view StatusBoard::Stored(const Entry& entry, size_t step) const {
+  if (entry.length == 0) return {};
+  const std::string& document = publishing_ && step < round_cursor_ ? next_ : *published_;
+  return std::string_view(document).substr(entry.offset, entry.length);
+}
+
+template <typename Appended>
+bool StatusBoard::AppendEntries(std::string& out, size_t& cursor, size_t budget,
+                                const Appended& appended) const {
+  const size_t steps = probes_.size() + 1 + rules_.size();
   size_t rendered = 0;
-  for (; cursor < total && rendered < budget; ++cursor) {
-    if (cursor < probes_.size()) {
-      const ProbeEntry& probe = probes_[cursor];
-      if (!probe.changed) continue;
-      probe.rendered = RenderProbe(probe);
-      probe.changed = false;
+  for (; cursor < steps; ++cursor) {
+    if (cursor == probes_.size()) {
+      out += "],\"rules\":[";
+      continue;
+    }
+    const bool probe = cursor < probes_.size();
+    const size_t index = probe ? cursor : cursor - probes_.size() - 1;
+    const bool changed = probe ? probes_[index].changed : rules_[index].changed;
+    const std::string_view stored =
+        probe ? Stored(probes_[index], cursor) : Stored(rules_[index], cursor);
+    const bool render = changed || stored.empty();
+    if (render && rendered == budget) return false;
+    if (index > 0) out += ',';
+    const size_t offset = out.size();
+    if (!render) {
+      out += stored;
+    } else if (probe) {
+      out += RenderProbe(probes_[index]);
     } else {
-      const RuleEntry& rule = rules_[cursor - probes_.size()];
-      if (!rule.changed) continue;
-      rule.rendered = RenderRule(rule);
-      rule.changed = false;
+      out += RenderRule(rules_[index]);
     }
-    ++rendered;
+    if (render) ++rendered;
+    appended(cursor, offset, out.size() - offset);
   }
-  return cursor >= total;
+  return true;
 }
 
-std::string StatusBoard::Json() const {
-  size_t cursor = 0;
-  RenderChanged(cursor, probes_.size() + rules_.size());
-  return Assemble();
-}
-
-std::string StatusBoard::Assemble() const {
-  // The document is assembled by hand in the order nlohmann's sorted objects would dump
-  // it, so rule and probe entries can be spliced in from their renderings, and reserved
-  // at its full size: growing a multi-megabyte string by doubling copied it over and over
-  // (most of Json()'s time at 10,000 probes).
-  auto measure = [](const auto& entries, const auto& render) {
-    size_t bytes = 2;  // [ ]
-    for (const auto& entry : entries) {
-      if (entry.rendered.empty()) {  // new since the last round (a reload)
-        entry.rendered = render(entry);
-        entry.changed = false;
-      }
-      bytes += entry.rendered.size() + 1;
-    }
-    return bytes;
-  };
-  auto append_entries = [](std::string& out, const auto& entries) {
-    out += '[';
-    bool first = true;
-    for (const auto& entry : entries) {
-      if (!first) out += ',';
-      out += entry.rendered;
-      first = false;
-    }
-    out += ']';
-  };
-
+std::string StatusBoard::Head() const {
   json breakers = json::array();
   for (const BreakerReport& breaker : breakers_) {
     breakers.push_back({
@@ -379,18 +371,23 @@ std::string StatusBoard::Assemble() const {
       {"last_reload_error", last_reload_error_.empty() ? json(nullptr) : json(last_reload_error_)},
   };
 
-  const std::string head = "{\"breakers\":" + Dump(breakers) + ",\"config\":" + Dump(config) +
-                           ",\"last_actions\":" + Dump(actions) +
-                           ",\"paused_until\":" + Dump(TimeOrNull(paused_until_)) + ",\"probes\":";
-  const std::string tail = ",\"version\":" + Dump(ROLLGUARD_VERSION) + "}";
-  std::string out;
-  out.reserve(head.size() + measure(probes_, &StatusBoard::RenderProbe) + sizeof(",\"rules\":") +
-              measure(rules_, &StatusBoard::RenderRule) + tail.size());
-  out += head;
-  append_entries(out, probes_);
-  out += ",\"rules\":";
-  append_entries(out, rules_);
-  out += tail;
+  // The document is written by hand in the order nlohmann's sorted objects would dump it,
+  // so that rule and probe entries can be spliced in from their renderings.
+  return "{\"breakers\":" + Dump(breakers) + ",\"config\":" + Dump(config) +
+         ",\"last_actions\":" + Dump(actions) +
+         ",\"paused_until\":" + Dump(TimeOrNull(paused_until_)) + ",\"probes\":[";
+}
+
+std::string StatusBoard::Tail() { return "],\"version\":" + Dump(ROLLGUARD_VERSION) + "}"; }
+
+std::string StatusBoard::Json() const {
+  std::string out = Head();
+  // Reserved at about its size: growing a multi-megabyte string by doubling copied it over
+  // and over (most of Json()'s time at 10,000 probes).
+  out.reserve(std::max(published_->size(), next_.size()) + out.size());
+  size_t cursor = 0;
+  AppendEntries(out, cursor, SIZE_MAX, [](size_t, size_t, size_t) {});
+  out += Tail();
   return out;
 }
 
@@ -406,14 +403,33 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     round_cursor_ = 0;
     dirty_ = false;
     readings_changed_ = false;
+    next_ = Head();
+    // The last publication's size is a close guess: growing a multi-megabyte string by
+    // doubling copied it over and over (most of the rendering time at 10,000 probes).
+    next_.reserve(published_->size() + published_->size() / 16 + next_.size());
   } else if (now - last_slice_ < kSliceSpacing && now >= last_slice_) {
     return last_slice_ + kSliceSpacing;
   }
   last_slice_ = now;
-  if (!RenderChanged(round_cursor_, kRenderSlice)) return now + kSliceSpacing;
+  const bool done = AppendEntries(next_, round_cursor_, kRenderSlice,
+                                  [this](size_t step, size_t offset, size_t length) {
+                                    auto record = [&](auto& entry) {
+                                      entry.offset = offset;
+                                      entry.length = length;
+                                      entry.changed = false;
+                                    };
+                                    if (step < probes_.size()) {
+                                      record(probes_[step]);
+                                    } else {
+                                      record(rules_[step - probes_.size() - 1]);
+                                    }
+                                  });
+  if (!done) return now + kSliceSpacing;
+  next_ += Tail();
   publishing_ = false;
   round_cursor_ = 0;
-  auto document = std::make_shared<const std::string>(Assemble());
+  auto document = std::make_shared<const std::string>(std::move(next_));
+  next_ = std::string();  // moved from: make sure it holds nothing
   {
     std::lock_guard<std::mutex> lock(published_mutex_);
     published_ = std::move(document);

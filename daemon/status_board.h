@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -60,20 +61,24 @@ class StatusBoard final : public RuntimeObserver {
   // The maintenance pause (`rollguard pause`): nullopt when not paused.
   void SetPausedUntil(std::optional<TimePoint> until);
 
-  // The whole document, rendered now. Loop thread only.
+  // The whole document, rendered now (entries that did not change since the last
+  // publication are copied from it). Changes nothing. Loop thread only.
   std::string Json() const;
 
   // True when something changed since the last publication.
   bool dirty() const { return dirty_ || readings_changed_; }
 
   // Publishes the document when something changed and the last publication is at least
-  // kPublishInterval (kReadingsInterval for readings only) before `now`. The entries that
-  // changed are rendered kRenderSlice at a time, a slice per call at most every
-  // kSliceSpacing, and the document is published when the last slice is done: at 10,000 probes,
-  // rendering every new reading in one go stalled the loop for tens of milliseconds once a second.
-  // An entry that changes again after its slice goes out as it was rendered, and again in the next
-  // publication. Returns when to call again: `now` while a publication is under way, the end of the
-  // interval while a change waits for it, nullopt when nothing is pending. Loop thread only.
+  // kPublishInterval (kReadingsInterval for readings only) before `now`. The next document is
+  // written in order into one buffer: the head (breakers, configuration, actions, pause) when
+  // the publication starts, then every entry, those that changed rendered anew, kRenderSlice
+  // at a time, a slice per call at most every kSliceSpacing, the others copied from the last
+  // publication; it is published when the last slice is done. At 10,000 probes, rendering
+  // every new reading in one go stalled the loop for tens of milliseconds once a second.
+  // A change after the publication started (an entry after its slice, the head at all) goes
+  // out in the next one. Returns when to call again: `now` while a publication is under way,
+  // the end of the interval while a change waits for it, nullopt when nothing is pending.
+  // Loop thread only.
   std::optional<TimePoint> MaybePublish(TimePoint now);
 
   // Entries rendered per slice (about half a millisecond of work), and the time from one
@@ -99,12 +104,15 @@ class StatusBoard final : public RuntimeObserver {
     std::optional<TimePoint> evaluated_at;
     std::map<std::string, std::string> labels;
     std::vector<std::string> probes;
-    // This entry's JSON as last rendered, and whether it changed since. Only changed
-    // entries are rendered again: with thousands of probes reporting, rendering them all
-    // 10 times a second was most of the daemon's CPU and stalled the loop
-    // (bench/RESULTS.md).
-    mutable std::string rendered;
-    mutable bool changed = true;
+    // Where this entry's JSON is in the last publication (in the one being written once
+    // its slice is done; length 0: never rendered), and whether it changed since. Only
+    // changed entries are rendered again: with thousands of probes reporting, rendering
+    // them all 10 times a second was most of the daemon's CPU and stalled the loop. Each
+    // entry kept its own copy of its rendering once, which held the document twice over
+    // (~0.7 KB per probe and rule, bench/RESULTS.md).
+    size_t offset = 0;
+    size_t length = 0;
+    bool changed = true;
   };
   struct ProbeEntry {
     std::string name;
@@ -112,8 +120,9 @@ class StatusBoard final : public RuntimeObserver {
     std::map<std::string, std::string> labels;
     std::optional<ProbeResult> last;
     std::optional<TimePoint> reported_at;
-    mutable std::string rendered;  // as RuleEntry::rendered
-    mutable bool changed = true;
+    size_t offset = 0;  // as in RuleEntry
+    size_t length = 0;
+    bool changed = true;
   };
   struct ActionEntry {
     JournalRecord decided;
@@ -140,22 +149,34 @@ class StatusBoard final : public RuntimeObserver {
   std::vector<BreakerReport> breakers_;
   std::deque<ActionEntry> actions_;  // newest first
 
-  // Renders up to `budget` changed entries from `cursor` on (probes first, then rules)
-  // and moves it past them; true once the cursor has passed the last entry.
-  bool RenderChanged(size_t& cursor, size_t budget) const;
-  // The document from the entries' renderings (entries never rendered are rendered now).
-  std::string Assemble() const;
+  // The document up to the probes' opening bracket, and after the rules' closing one.
+  std::string Head() const;
+  static std::string Tail();
+  // Appends the entries from step `cursor` on to `out` (steps: every probe, the bracket
+  // between probes and rules, every rule), rendering those that changed or were never
+  // rendered, until `budget` of them were rendered; moves the cursor past what it appended
+  // and returns true once it has passed the last step. Calls appended(step, offset,
+  // length) for each entry it appended.
+  template <typename Appended>
+  bool AppendEntries(std::string& out, size_t& cursor, size_t budget,
+                     const Appended& appended) const;
+  // An entry's rendering as it stands: its bytes in the last publication, or in the
+  // publication being written for the steps before round_cursor_. Empty when it has none.
+  template <typename Entry>
+  std::string_view Stored(const Entry& entry, size_t step) const;
   static std::string RenderProbe(const ProbeEntry& probe);
   static std::string RenderRule(const RuleEntry& rule);
 
-  bool publishing_ = false;  // a publication is being rendered, slice by slice
+  bool publishing_ = false;  // a publication is being written, slice by slice
+  std::string next_;         // the publication being written
   TimePoint last_slice_;
-  size_t round_cursor_ = 0;        // its next entry: probes first, then rules
+  size_t round_cursor_ = 0;        // its next step: probes first, then rules
   bool dirty_ = true;              // a change published within kPublishInterval
   bool readings_changed_ = false;  // a probe reported since the last publication
   std::optional<TimePoint> last_publish_;
 
   mutable std::mutex published_mutex_;
+  // Written by the loop thread only (under the mutex), so the loop reads it without one.
   std::shared_ptr<const std::string> published_;
 };
 

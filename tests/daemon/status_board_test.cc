@@ -388,6 +388,38 @@ TEST_CASE("status board renders a large publication in slices, one per call", "[
   CHECK(*board.Published() == board.Json());
 }
 
+TEST_CASE("status board: a reload during a sliced publication starts it again", "[status_board]") {
+  auto probes = [](size_t count) {
+    std::string text;
+    for (size_t i = 0; i < count; ++i) {
+      text += "[probe p" + std::to_string(i) +
+              "]\ntype = tcp\naddress = 127.0.0.1:1\ninterval = 1s\ntimeout = 500ms\n";
+    }
+    return text;
+  };
+  ConfigFolder big(probes(2 * StatusBoard::kRenderSlice + 44));
+  Config before = big.Load();
+  StatusBoard board;
+  board.OnConfigApplied(before, FromMillis(0));
+  REQUIRE(board.MaybePublish(FromMillis(1000)) == std::optional<TimePoint>(FromMillis(1001)));
+
+  // Half-way through, the configuration changes: the publication is written afresh from
+  // the new entries, and nothing of the old one is spliced in.
+  ConfigFolder small(probes(3));
+  Config after = small.Load();
+  board.OnConfigApplied(after, FromMillis(1001));
+  board.OnProbeResult(after.probes[2]->spec(), Up(204), FromMillis(1001));
+  std::optional<TimePoint> next = board.MaybePublish(FromMillis(1001));
+  for (int i = 0; i < 10 && next && *next <= FromMillis(1010); ++i) {
+    next = board.MaybePublish(*next);
+  }
+  CHECK(*board.Published() == board.Json());
+  const json doc = json::parse(*board.Published());
+  REQUIRE(doc["probes"].size() == 3);
+  CHECK(doc["probes"][0]["name"] == "p0");
+  CHECK(doc["probes"][2]["fields"]["status"] == 204.0);
+}
+
 TEST_CASE("status board survives probe text that is not UTF-8", "[status_board]") {
   ConfigFolder folder(kRules);
   Config config = folder.Load();
