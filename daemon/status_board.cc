@@ -104,52 +104,46 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   last_reload_error_.clear();
 
   std::vector<RuleEntry> rules;
-  std::map<std::string, size_t, std::less<>> rule_index;
   const RuleSet& rule_set = *config.rules;
   rules.reserve(rule_set.size());  // exact: grown by doubling, up to half would sit unused
   for (size_t i = 0; i < rule_set.size(); ++i) {
-    const RuleDefinition& definition = rule_set.definition(i);
     RuleEntry entry;
-    entry.name = definition.name;
-    entry.labels = definition.labels;
-    entry.probes = rule_set.ProbesRead(i);
     entry.grade = rule_set.grade(i);
     if (rule_set.grade_since(i) != TimePoint{}) entry.since = rule_set.grade_since(i);
     entry.stale = rule_set.stale(i);
     entry.reason = rule_set.reason(i);
     // A surviving rule keeps what its last evaluation said until it is evaluated again.
-    if (auto it = rule_index_.find(entry.name); it != rule_index_.end()) {
-      const RuleEntry& old = rules_[it->second];
+    const std::optional<size_t> old_index =
+        indexed_rules_ ? indexed_rules_->Find(rule_set.definition(i).name) : std::nullopt;
+    if (old_index && *old_index < rules_.size()) {
+      const RuleEntry& old = rules_[*old_index];
       entry.held_by = old.held_by;
       entry.config_error = old.config_error;
       entry.evaluated_at = old.evaluated_at;
       if (entry.reason.empty()) entry.reason = old.reason;
     }
-    rule_index.emplace(entry.name, rules.size());
     rules.push_back(std::move(entry));
   }
   rules_ = std::move(rules);
-  rule_index_ = std::move(rule_index);
   indexed_rules_ = config.rules;
 
   std::vector<ProbeEntry> probes;
-  std::map<std::string, size_t, std::less<>> probe_index;
+  std::map<std::string_view, size_t, std::less<>> probe_index;
   probe_by_spec_.clear();
   probes.reserve(config.probes.size());
   for (const auto& probe_config : config.probes) {
     const ProbeSpec& spec = probe_config->spec();
     ProbeEntry entry;
-    entry.name = spec.name;
-    entry.type = spec.type;
-    entry.labels = spec.labels;
+    entry.spec = &spec;
+    // The old entries' specs are still held (probe_configs_ is replaced below).
     if (auto it = probe_index_.find(spec.name); it != probe_index_.end()) {
       const ProbeEntry& old = probes_[it->second];
-      if (old.type == spec.type) {
+      if (old.spec->type == spec.type) {
         entry.last = old.last;
         entry.reported_at = old.reported_at;
       }
     }
-    probe_index.emplace(entry.name, probes.size());
+    probe_index.emplace(spec.name, probes.size());
     probe_by_spec_.emplace(&spec, probes.size());
     probes.push_back(std::move(entry));
   }
@@ -198,8 +192,9 @@ void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const Rule
   RuleEntry* found = nullptr;
   if (&rules == indexed_rules_.get()) {
     if (index < rules_.size()) found = &rules_[index];
-  } else if (auto it = rule_index_.find(rules.definition(index).name); it != rule_index_.end()) {
-    found = &rules_[it->second];
+  } else if (indexed_rules_ != nullptr) {
+    const std::optional<size_t> own = indexed_rules_->Find(rules.definition(index).name);
+    if (own && *own < rules_.size()) found = &rules_[*own];
   }
   if (found == nullptr) return;
   RuleEntry& entry = *found;
@@ -268,10 +263,14 @@ std::string Dump(const json& value) {
 
 std::string StatusBoard::RenderProbe(const ProbeEntry& probe) {
   json entry = {
-      {"name", probe.name},         {"type", probe.type},
-      {"labels", probe.labels},     {"up", nullptr},
-      {"latency_seconds", nullptr}, {"fields", json::object()},
-      {"error", nullptr},           {"reported_at", TimeOrNull(probe.reported_at)},
+      {"name", probe.spec->name},
+      {"type", probe.spec->type},
+      {"labels", probe.spec->labels},
+      {"up", nullptr},
+      {"latency_seconds", nullptr},
+      {"fields", json::object()},
+      {"error", nullptr},
+      {"reported_at", TimeOrNull(probe.reported_at)},
   };
   if (probe.last) {
     entry["up"] = probe.last->up;
@@ -283,9 +282,11 @@ std::string StatusBoard::RenderProbe(const ProbeEntry& probe) {
   return Dump(entry);
 }
 
-std::string StatusBoard::RenderRule(const RuleEntry& rule) {
+std::string StatusBoard::RenderRule(size_t index) const {
+  const RuleEntry& rule = rules_[index];
+  const RuleDefinition& definition = indexed_rules_->definition(index);
   const json entry = {
-      {"name", rule.name},
+      {"name", definition.name},
       {"grade", std::string(GradeName(rule.grade))},
       {"since", TimeOrNull(rule.since)},
       {"stale", rule.stale},
@@ -293,8 +294,8 @@ std::string StatusBoard::RenderRule(const RuleEntry& rule) {
       {"held_by", rule.held_by ? json(*rule.held_by) : json(nullptr)},
       {"config_error", rule.config_error},
       {"evaluated_at", TimeOrNull(rule.evaluated_at)},
-      {"labels", rule.labels},
-      {"probes", rule.probes},
+      {"labels", definition.labels},
+      {"probes", indexed_rules_->ProbesRead(index)},
   };
   return Dump(entry);
 }
@@ -330,7 +331,7 @@ bool StatusBoard::AppendEntries(std::string& out, size_t& cursor, size_t budget,
     } else if (probe) {
       out += RenderProbe(probes_[index]);
     } else {
-      out += RenderRule(rules_[index]);
+      out += RenderRule(index);
     }
     if (render) ++rendered;
     appended(cursor, offset, out.size() - offset);

@@ -93,8 +93,9 @@ class StatusBoard final : public RuntimeObserver {
   std::shared_ptr<const std::string> Published() const;
 
  private:
+  // Names, types, labels and the probes a rule reads are read from the configuration the
+  // board holds (indexed_rules_, probe_configs_), not copied into every entry.
   struct RuleEntry {
-    std::string name;
     Grade grade = Grade::kExcellent;
     std::optional<TimePoint> since;
     bool stale = true;
@@ -102,8 +103,6 @@ class StatusBoard final : public RuntimeObserver {
     std::optional<std::string> held_by;
     bool config_error = false;
     std::optional<TimePoint> evaluated_at;
-    std::map<std::string, std::string> labels;
-    std::vector<std::string> probes;
     // Where this entry's JSON is in the last publication (in the one being written once
     // its slice is done; length 0: never rendered), and whether it changed since. Only
     // changed entries are rendered again: with thousands of probes reporting, rendering
@@ -115,9 +114,7 @@ class StatusBoard final : public RuntimeObserver {
     bool changed = true;
   };
   struct ProbeEntry {
-    std::string name;
-    std::string type;
-    std::map<std::string, std::string> labels;
+    const ProbeSpec* spec = nullptr;  // in probe_configs_
     std::optional<ProbeResult> last;
     std::optional<TimePoint> reported_at;
     size_t offset = 0;  // as in RuleEntry
@@ -136,12 +133,13 @@ class StatusBoard final : public RuntimeObserver {
   std::string last_reload_error_;
   std::optional<TimePoint> paused_until_;
   std::vector<RuleEntry> rules_;  // in the order of indexed_rules_
-  std::map<std::string, size_t, std::less<>> rule_index_;
   // The RuleSet of the configuration applied (held, so its address names no other
-  // RuleSet): its evaluations find their entry by index, not by name.
+  // RuleSet): its evaluations find their entry by index, not by name, and an entry's
+  // index is the rule's (RuleSet::Find gives it by name).
   std::shared_ptr<const RuleSet> indexed_rules_;
   std::vector<ProbeEntry> probes_;
-  std::map<std::string, size_t, std::less<>> probe_index_;
+  // By name, viewing the names in probe_configs_.
+  std::map<std::string_view, size_t, std::less<>> probe_index_;
   // The configured probes (held, so their addresses name no other spec) by the address
   // of their spec: a result finds its entry without comparing names.
   std::vector<std::shared_ptr<const ProbeConfig>> probe_configs_;
@@ -165,7 +163,7 @@ class StatusBoard final : public RuntimeObserver {
   template <typename Entry>
   std::string_view Stored(const Entry& entry, size_t step) const;
   static std::string RenderProbe(const ProbeEntry& probe);
-  static std::string RenderRule(const RuleEntry& rule);
+  std::string RenderRule(size_t index) const;
 
   bool publishing_ = false;  // a publication is being written, slice by slice
   std::string next_;         // the publication being written
