@@ -112,8 +112,9 @@ struct HttpOptions {
   std::string method = "GET";
   std::vector<std::string> headers;  // "Name: value", may hold secrets
   // `headers` as curl takes them, built once: curl only reads the list, so every run
-  // shares it. Null when out of memory.
-  std::unique_ptr<curl_slist, void (*)(curl_slist*)> header_list{nullptr, curl_slist_free_all};
+  // shares it, and probes without headers of their own all share one. Null when out of
+  // memory.
+  std::shared_ptr<const curl_slist> header_list;
   std::optional<std::string> body;
   std::vector<StatusRange> expect_status = {{200, 299}};
   std::string expect_status_text = "200-299";
@@ -138,6 +139,20 @@ curl_slist* BuildHeaderList(const std::vector<std::string>& headers) {
     list = appended;
   }
   return list;
+}
+
+std::shared_ptr<const curl_slist> OwnedHeaderList(curl_slist* list) {
+  if (list == nullptr) return nullptr;
+  return std::shared_ptr<const curl_slist>(
+      list, [](const curl_slist* owned) { curl_slist_free_all(const_cast<curl_slist*>(owned)); });
+}
+
+// BuildHeaderList, shared: most probes send no headers of their own, and a list of their
+// own (two allocations each) was paid once per probe.
+std::shared_ptr<const curl_slist> SharedHeaderList(const std::vector<std::string>& headers) {
+  if (!headers.empty()) return OwnedHeaderList(BuildHeaderList(headers));
+  static const std::shared_ptr<const curl_slist> kDefault = OwnedHeaderList(BuildHeaderList({}));
+  return kDefault != nullptr ? kDefault : OwnedHeaderList(BuildHeaderList({}));
 }
 
 std::string FormatMiB(size_t bytes) {
@@ -310,7 +325,9 @@ bool HttpProbe::Configure(Transfer& transfer) const {
   }
 
   if (options.header_list == nullptr) return false;
-  set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, options.header_list.get()));
+  // curl takes a non-const list and only reads it.
+  set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER,
+                       const_cast<curl_slist*>(options.header_list.get())));
   return ok;
 }
 
@@ -565,7 +582,7 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
   }
 
   if (keys.has_errors()) return nullptr;
-  options->header_list.reset(BuildHeaderList(options->headers));
+  options->header_list = SharedHeaderList(options->headers);
   return std::make_shared<HttpProbeConfig>(std::move(spec), std::move(options));
 }
 
