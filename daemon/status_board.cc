@@ -308,11 +308,13 @@ std::string_view StatusBoard::Stored(const Entry& entry, size_t step) const {
 }
 
 template <typename Appended>
-bool StatusBoard::AppendEntries(std::string& out, size_t& cursor, size_t budget,
-                                const Appended& appended) const {
+bool StatusBoard::AppendEntries(std::string& out, size_t& cursor, size_t render_budget,
+                                size_t byte_budget, const Appended& appended) const {
   const size_t steps = probes_.size() + 1 + rules_.size();
+  const size_t stop_at = out.size() + std::min(byte_budget, SIZE_MAX - out.size());
   size_t rendered = 0;
   for (; cursor < steps; ++cursor) {
+    if (out.size() >= stop_at) return false;
     if (cursor == probes_.size()) {
       out += "],\"rules\":[";
       continue;
@@ -323,7 +325,7 @@ bool StatusBoard::AppendEntries(std::string& out, size_t& cursor, size_t budget,
     const std::string_view stored =
         probe ? Stored(probes_[index], cursor) : Stored(rules_[index], cursor);
     const bool render = changed || stored.empty();
-    if (render && rendered == budget) return false;
+    if (render && rendered == render_budget) return false;
     if (index > 0) out += ',';
     const size_t offset = out.size();
     if (!render) {
@@ -387,7 +389,7 @@ std::string StatusBoard::Json() const {
   // and over (most of Json()'s time at 10,000 probes).
   out.reserve(std::max(published_->size(), next_.size()) + out.size());
   size_t cursor = 0;
-  AppendEntries(out, cursor, SIZE_MAX, [](size_t, size_t, size_t) {});
+  AppendEntries(out, cursor, SIZE_MAX, SIZE_MAX, [](size_t, size_t, size_t) {});
   out += Tail();
   return out;
 }
@@ -412,7 +414,7 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     return last_slice_ + kSliceSpacing;
   }
   last_slice_ = now;
-  const bool done = AppendEntries(next_, round_cursor_, kRenderSlice,
+  const bool done = AppendEntries(next_, round_cursor_, kRenderSlice, kCopySlice,
                                   [this](size_t step, size_t offset, size_t length) {
                                     auto record = [&](auto& entry) {
                                       entry.offset = offset;

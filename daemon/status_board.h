@@ -71,21 +71,25 @@ class StatusBoard final : public RuntimeObserver {
   // Publishes the document when something changed and the last publication is at least
   // kPublishInterval (kReadingsInterval for readings only) before `now`. The next document is
   // written in order into one buffer: the head (breakers, configuration, actions, pause) when
-  // the publication starts, then every entry, those that changed rendered anew, kRenderSlice
-  // at a time, a slice per call at most every kSliceSpacing, the others copied from the last
-  // publication; it is published when the last slice is done. At 10,000 probes, rendering
-  // every new reading in one go stalled the loop for tens of milliseconds once a second.
+  // the publication starts, then every entry, those that changed rendered anew, the others
+  // copied from the last publication, in slices of at most kRenderSlice renderings and
+  // about kCopySlice bytes, a slice per call at most every kSliceSpacing; it is published
+  // when the last slice is done. At 10,000 probes, rendering every new reading in one go
+  // stalled the loop for tens of milliseconds once a second, and copying the whole
+  // document (megabytes) for several.
   // A change after the publication started (an entry after its slice, the head at all) goes
   // out in the next one. Returns when to call again: `now` while a publication is under way,
   // the end of the interval while a change waits for it, nullopt when nothing is pending.
   // Loop thread only.
   std::optional<TimePoint> MaybePublish(TimePoint now);
 
-  // Entries rendered per slice (about half a millisecond of work), and the time from one
-  // slice to the next. The loop dispatches one event source per iteration, so a slice
-  // after every iteration would let one probe answer through per slice: spaced out, the
-  // loop serves everything that arrives in between at full speed.
+  // Entries rendered per slice (about half a millisecond of work), bytes written per
+  // slice (a fraction of a millisecond), and the time from one slice to the next. The
+  // loop dispatches one event source per iteration, so a slice after every iteration
+  // would let one probe answer through per slice: spaced out, the loop serves everything
+  // that arrives in between at full speed.
   static constexpr size_t kRenderSlice = 128;
+  static constexpr size_t kCopySlice = size_t{1} << 20;
   static constexpr Duration kSliceSpacing = std::chrono::milliseconds(1);
 
   // The last published document ("{}" before the first). Any thread; never blocks on
@@ -152,11 +156,11 @@ class StatusBoard final : public RuntimeObserver {
   static std::string Tail();
   // Appends the entries from step `cursor` on to `out` (steps: every probe, the bracket
   // between probes and rules, every rule), rendering those that changed or were never
-  // rendered, until `budget` of them were rendered; moves the cursor past what it appended
-  // and returns true once it has passed the last step. Calls appended(step, offset,
-  // length) for each entry it appended.
+  // rendered, until `render_budget` of them were rendered or `byte_budget` bytes appended;
+  // moves the cursor past what it appended and returns true once it has passed the last
+  // step. Calls appended(step, offset, length) for each entry it appended.
   template <typename Appended>
-  bool AppendEntries(std::string& out, size_t& cursor, size_t budget,
+  bool AppendEntries(std::string& out, size_t& cursor, size_t render_budget, size_t byte_budget,
                      const Appended& appended) const;
   // An entry's rendering as it stands: its bytes in the last publication, or in the
   // publication being written for the steps before round_cursor_. Empty when it has none.

@@ -464,5 +464,37 @@ TEST_CASE("status board re-renders what changed and reuses the rest, same bytes 
   CHECK(json::parse(after).dump() == after);  // the order nlohmann itself would dump
 }
 
+TEST_CASE("status board: copying a large document into place is sliced too", "[status_board]") {
+  // Enough probes (over 100 bytes each) that their renderings pass kCopySlice bytes.
+  std::string rules;
+  size_t count = 0;
+  for (; count * 100 < 2 * StatusBoard::kCopySlice; ++count) {
+    rules += "[probe p" + std::to_string(count) +
+             "]\ntype = tcp\naddress = 127.0.0.1:1\ninterval = 1s\ntimeout = 500ms\n";
+  }
+  ConfigFolder folder(rules);
+  const Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  std::optional<TimePoint> next = FromMillis(1000);
+  while (next) next = board.MaybePublish(*next);
+  const size_t size = board.Published()->size();
+  REQUIRE(size > StatusBoard::kCopySlice);
+
+  // One reading changes: one entry to render, but megabytes to copy, in slices.
+  board.OnProbeResult(config.probes[0]->spec(), Up(200), FromMillis(5000));
+  next = FromMillis(10'000);
+  size_t slices = 0;
+  while (next) {
+    next = board.MaybePublish(*next);
+    ++slices;
+  }
+  // About kCopySlice bytes each (a slice ends after the entry that passes it).
+  CHECK(slices >= 2);
+  CHECK(slices <= size / StatusBoard::kCopySlice + 1);
+  CHECK(json::parse(*board.Published())["probes"][0]["fields"]["status"] == 200.0);
+  CHECK(*board.Published() == board.Json());
+}
+
 }  // namespace
 }  // namespace rollguard
