@@ -87,6 +87,8 @@ struct ExprNode {
 };
 
 struct Expr {
+  // The text parsed. RuleSet empties it once a condition is compiled (its definition keeps
+  // the same text), so nothing that evaluates or formats an Expr may read it.
   std::string source;
   std::vector<ExprNode> nodes;
   std::vector<std::string> texts;  // ExprNode::text

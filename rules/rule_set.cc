@@ -22,8 +22,9 @@ struct CompiledCondition {
   Expr expr;
   int level = 0;
   const ConditionSource* source = nullptr;  // in the rule's definition
-  // The references and function calls a reason shows with their values ("api.latency").
-  std::vector<std::pair<int32_t, std::string>> shown;
+  // The references and function calls a reason shows with their values ("api.latency"),
+  // as written in source->text.
+  std::vector<std::pair<int32_t, std::string_view>> shown;
 };
 
 struct ConditionState {
@@ -53,6 +54,7 @@ struct CompiledRule {
   RuleState state;
 };
 
+// REQUIRES: condition->source->text is the text `expr` was parsed from.
 void CollectShown(const Expr& expr, int32_t index, CompiledCondition* condition) {
   const ExprNode& node = expr.nodes[index];
   switch (node.op) {
@@ -65,11 +67,12 @@ void CollectShown(const Expr& expr, int32_t index, CompiledCondition* condition)
     case ExprOp::kChanges:
     case ExprOp::kCount:
     case ExprOp::kAge: {
-      std::string text = expr.source.substr(node.begin, node.end - node.begin);
+      const std::string_view text =
+          std::string_view(condition->source->text).substr(node.begin, node.end - node.begin);
       for (const auto& shown : condition->shown) {
         if (shown.second == text) return;
       }
-      condition->shown.emplace_back(index, std::move(text));
+      condition->shown.emplace_back(index, text);
       return;
     }
     default:
@@ -238,6 +241,10 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
         condition.level = level;
         condition.source = &source;
         CollectShown(condition.expr, condition.expr.root, &condition);
+        condition.shown.shrink_to_fit();
+        // Only binding and CollectShown read the expression's own copy of its text; the
+        // definition keeps the original for as long as the rule lives.
+        std::string().swap(condition.expr.source);
         rule.conditions.push_back(std::move(condition));
       }
     }
