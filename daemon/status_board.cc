@@ -33,9 +33,10 @@ bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<Breaker
 }
 
 // Copies a probe's new result over its previous one. A probe reports the same fields run
-// after run, so they are assigned in place (no node or string is allocated); a result
-// with other fields replaces the map.
-void AssignResult(ProbeResult& to, const ProbeResult& from) {
+// after run, so they are assigned in place (no string is allocated); a result with other
+// fields replaces them, sized exactly.
+template <typename Last>
+void AssignResult(Last& to, const ProbeResult& from) {
   to.up = from.up;
   to.latency_seconds = from.latency_seconds;
   to.error = from.error;
@@ -49,7 +50,7 @@ void AssignResult(ProbeResult& to, const ProbeResult& from) {
       ++source;
     }
   } else {
-    to.fields = from.fields;
+    decltype(to.fields)(from.fields.begin(), from.fields.end()).swap(to.fields);
   }
 }
 
@@ -178,11 +179,8 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
   // and that is published within kPublishInterval. When thousands of probes flap (an
   // overloaded network), re-rendering each of them ten times a second would add to it.
   readings_changed_ = true;
-  if (entry.last) {
-    AssignResult(*entry.last, result);
-  } else {
-    entry.last = result;
-  }
+  if (!entry.last) entry.last.emplace();
+  AssignResult(*entry.last, result);
   entry.reported_at = now;
   entry.changed = true;
 }
