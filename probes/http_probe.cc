@@ -105,24 +105,37 @@ bool IsToken(std::string_view text) {
   return true;
 }
 
+// The keys most probes leave unset, apart: an unset one costs a probe nothing. Options
+// are kept per probe for as long as the configuration runs (bench/RESULTS.md).
+struct HttpExtras {
+  std::optional<std::string> body;
+  std::shared_ptr<const BodyRegex> expect_body;
+  std::string expect_body_text;
+  std::string ca_file;
+
+  bool empty() const { return !body && expect_body == nullptr && ca_file.empty(); }
+};
+
 struct HttpOptions {
   Duration timeout;
   std::string url;
   std::string origin;  // "scheme://host:port" of `url`: runs to it queue together
   std::string method = "GET";
-  std::vector<std::string> headers;  // "Name: value", may hold secrets
-  // `headers` as curl takes them, built once: curl only reads the list, so every run
-  // shares it, and probes without headers of their own all share one. Null when out of
-  // memory.
+  // The request headers ("Name: value" for each `header` key and the bearer token, which
+  // may be secrets) as curl takes them, built once: curl only reads the list, so every
+  // run shares it, and probes without headers of their own all share one. Null when out
+  // of memory.
   std::shared_ptr<const curl_slist> header_list;
-  std::optional<std::string> body;
   std::vector<StatusRange> expect_status = {{200, 299}};
   std::string expect_status_text = "200-299";
-  std::shared_ptr<const BodyRegex> expect_body;
-  std::string expect_body_text;
   bool follow_redirects = false;
   bool tls_verify = true;
-  std::string ca_file;
+  std::unique_ptr<const HttpExtras> extras;  // null when every one is unset
+
+  const std::optional<std::string>& body() const {
+    static const std::optional<std::string> kNone;
+    return extras != nullptr ? extras->body : kNone;
+  }
 };
 
 // The request headers: `headers` after an empty "Expect:", which stops curl waiting for
@@ -307,20 +320,20 @@ bool HttpProbe::Configure(Transfer& transfer) const {
   set(curl_easy_setopt(easy, CURLOPT_HEADERDATA, &transfer));
   set(curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.tls_verify ? 1L : 0L));
   set(curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options.tls_verify ? 2L : 0L));
-  if (!options.ca_file.empty())
-    set(curl_easy_setopt(easy, CURLOPT_CAINFO, options.ca_file.c_str()));
+  if (options.extras != nullptr && !options.extras->ca_file.empty())
+    set(curl_easy_setopt(easy, CURLOPT_CAINFO, options.extras->ca_file.c_str()));
 
-  if (options.body) {
-    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                         static_cast<curl_off_t>(options.body->size())));
-    set(curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, options.body->c_str()));
+  const std::optional<std::string>& body = options.body();
+  if (body) {
+    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size())));
+    set(curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body->c_str()));
   } else if (options.method == "POST") {
     set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t{0}));
     set(curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, ""));
   }
   if (options.method == "HEAD") {
     set(curl_easy_setopt(easy, CURLOPT_NOBODY, 1L));
-  } else if (options.method != "POST" && (options.method != "GET" || options.body)) {
+  } else if (options.method != "POST" && (options.method != "GET" || body)) {
     set(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, options.method.c_str()));
   }
 
@@ -451,8 +464,10 @@ ProbeResult HttpProbe::BuildResult(CURLcode code) const {
     result.error = "status " + std::to_string(status) + " not in " + options_->expect_status_text;
     return result;
   }
-  if (options_->expect_body != nullptr && !options_->expect_body->Matches(transfer.body)) {
-    result.error = "body does not match /" + options_->expect_body_text + "/";
+  const HttpExtras* extras = options_->extras.get();
+  if (extras != nullptr && extras->expect_body != nullptr &&
+      !extras->expect_body->Matches(transfer.body)) {
+    result.error = "body does not match /" + extras->expect_body_text + "/";
     return result;
   }
   result.up = true;
@@ -500,7 +515,7 @@ void ParseUrl(ProbeKeys& keys, HttpOptions& options) {
   options.url = url->text;
 }
 
-void ParseHeaders(ProbeKeys& keys, HttpOptions& options) {
+void ParseHeaders(ProbeKeys& keys, std::vector<std::string>& headers) {
   for (const IniEntry* entry : keys.All("header")) {
     const size_t colon = entry->value.find(':');
     const std::string_view name = colon == std::string::npos
@@ -514,8 +529,8 @@ void ParseHeaders(ProbeKeys& keys, HttpOptions& options) {
         keys.ResolveText(*entry, Trim(std::string_view(entry->value).substr(colon + 1)));
     if (!value) continue;
     // curl drops "Name:" (no value) from the request; "Name;" sends it empty.
-    options.headers.push_back(value->text.empty() ? std::string(name) + ";"
-                                                  : std::string(name) + ": " + value->text);
+    headers.push_back(value->text.empty() ? std::string(name) + ";"
+                                          : std::string(name) + ": " + value->text);
   }
 }
 
@@ -537,9 +552,11 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
     }
   }
 
-  ParseHeaders(keys, *options);
+  std::vector<std::string> headers;  // "Name: value", may hold secrets
+  ParseHeaders(keys, headers);
+  HttpExtras extras;
   if (const IniEntry* body = keys.Single("body")) {
-    if (auto value = keys.Resolve(*body)) options->body = value->text;
+    if (auto value = keys.Resolve(*body)) extras.body = value->text;
   }
 
   if (const IniEntry* expect = keys.Single("expect_status")) {
@@ -556,8 +573,8 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
     auto regex = std::make_shared<BodyRegex>();
     const std::string problem = regex->Compile(expect->value);
     if (problem.empty()) {
-      options->expect_body = std::move(regex);
-      options->expect_body_text = expect->value;
+      extras.expect_body = std::move(regex);
+      extras.expect_body_text = expect->value;
     } else {
       keys.ErrorAt(*expect, "expected a POSIX extended regular expression (" + problem + "), got " +
                                 Quoted(expect->value));
@@ -573,16 +590,17 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
       keys.ErrorAt(*ca_file, "expected a readable PEM file, got " + Quoted(path) + " (" +
                                  std::strerror(errno) + ")");
     } else {
-      options->ca_file = path;
+      extras.ca_file = path;
     }
   }
 
   if (std::optional<std::string> token = keys.Secret("bearer_token_file")) {
-    options->headers.push_back("Authorization: Bearer " + *token);
+    headers.push_back("Authorization: Bearer " + *token);
   }
 
   if (keys.has_errors()) return nullptr;
-  options->header_list = SharedHeaderList(options->headers);
+  options->header_list = SharedHeaderList(headers);
+  if (!extras.empty()) options->extras = std::make_unique<const HttpExtras>(std::move(extras));
   return std::make_shared<HttpProbeConfig>(std::move(spec), std::move(options));
 }
 
