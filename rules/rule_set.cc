@@ -338,6 +338,7 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
     probe.retention = std::max(probe.retention, 2 * probe.interval);
     const size_t expected = static_cast<size_t>(probe.retention / probe.interval) + 1;
     const size_t cap = std::min(kMaxSamplesPerProbe, 2 * expected + 16);
+    probe.slots.shrink_to_fit();  // complete now, and kept per probe
     probe.history.emplace(probe.slots.size(), probe.retention, cap);
     largest = std::max(largest, cap);
   }
