@@ -65,10 +65,13 @@ CurlMulti::CurlMulti(sd_event* event) : event_(event) {
 
 CurlMulti::~CurlMulti() {
   *alive_ = false;
-  for (const auto& [easy, transfer] : transfers_) {
-    if (transfer.state == State::kInCurl) curl_multi_remove_handle(multi_, easy);
+  for (const auto& [key, transfer] : transfers_) {
+    if (transfer.state != State::kInCurl) continue;
+    curl_multi_remove_handle(multi_, transfer.easy);
+    if (transfer.origin != nullptr) curl_easy_cleanup(transfer.easy);  // the pool's
   }
   transfers_.clear();
+  keys_.clear();
   // Closing cached connections may still call OnSocket(REMOVE); `this` is intact here.
   curl_multi_cleanup(multi_);
   // Sockets curl has not closed by now belong to no transfer; their registrations go
@@ -83,14 +86,20 @@ CurlMulti::~CurlMulti() {
 }
 
 CURL* CurlMulti::TakeEasy() {
-  if (idle_easy_.empty()) return curl_easy_init();
-  CURL* easy = idle_easy_.back();
-  idle_easy_.pop_back();
+  CURL* easy = nullptr;
+  if (idle_easy_.empty()) {
+    easy = curl_easy_init();
+  } else {
+    easy = idle_easy_.back();
+    idle_easy_.pop_back();
+  }
+  if (easy != nullptr) ++easy_in_use_;
   return easy;
 }
 
 void CurlMulti::GiveBackEasy(CURL* easy) {
   if (easy == nullptr) return;
+  --easy_in_use_;
   if (idle_easy_.size() >= kMaxIdleEasyHandles) {
     curl_easy_cleanup(easy);
     return;
@@ -116,51 +125,57 @@ bool CurlMulti::Add(CURL* easy, Completion done) {
   }
   it->second.done = std::move(done);
   it->second.serial = next_serial_++;
+  it->second.easy = easy;
+  keys_[easy] = easy;
   return true;
 }
 
-bool CurlMulti::AddQueued(CURL* easy, const std::string& origin, Duration timeout,
-                          Completion done) {
-  auto [it, inserted] = transfers_.try_emplace(easy);
+bool CurlMulti::AddQueued(const void* key, const std::string& origin, Duration timeout, Setup setup,
+                          QueuedCompletion done) {
+  auto [it, inserted] = transfers_.try_emplace(key);
   if (!inserted) return false;
-  if (!SetSocketCallbacks(easy)) {
-    transfers_.erase(it);
-    return false;
-  }
   auto [queue_it, created] = origins_.try_emplace(origin);
   Origin& queue = queue_it->second;
   if (created) queue.name = origin;
   Transfer& transfer = it->second;
   const uint64_t now = NowUsec();
+  transfer.setup = std::move(setup);
   transfer.origin = &queue;
   transfer.serial = next_serial_++;
   transfer.queued_usec = now;
   transfer.deadline_usec =
       now + static_cast<uint64_t>(std::max<Duration::rep>(timeout.count(), 1)) * 1000;
   if (queue.in_curl < kOriginSlots && queue.waiting.empty()) {
-    if (!EnterCurl(easy, transfer, now)) {
+    if (!EnterCurl(key, transfer, now)) {
       transfers_.erase(it);
       DropIfIdle(queue);
       return false;
     }
   } else {
     transfer.state = State::kWaiting;
-    transfer.place = queue.waiting.insert(queue.waiting.end(), easy);
+    transfer.place = queue.waiting.insert(queue.waiting.end(), key);
     ++waiting_count_;
     ArmExpiry(transfer.deadline_usec);
   }
-  transfer.done = std::move(done);
+  transfer.queued_done = std::move(done);
   return true;
 }
 
-bool CurlMulti::EnterCurl(CURL* easy, Transfer& transfer, uint64_t now_usec) {
+bool CurlMulti::EnterCurl(const void* key, Transfer& transfer, uint64_t now_usec) {
+  CURL* easy = TakeEasy();
+  if (easy == nullptr) return false;
   const uint64_t left_ms = (transfer.deadline_usec - now_usec + 999) / 1000;
-  if (curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left_ms)) !=
-          CURLE_OK ||  // NOLINT
+  if (!transfer.setup(easy) || !SetSocketCallbacks(easy) ||
+      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left_ms)) !=  // NOLINT
+          CURLE_OK ||
       curl_multi_add_handle(multi_, easy) != CURLM_OK) {
+    GiveBackEasy(easy);
     return false;
   }
+  transfer.setup = nullptr;  // what it captured is not needed any more
+  transfer.easy = easy;
   transfer.state = State::kInCurl;
+  keys_[easy] = key;
   ++transfer.origin->in_curl;
   return true;
 }
@@ -183,18 +198,18 @@ void CurlMulti::Admit(Origin& origin) {
     // wait, which costs nothing.
     const Transfer& oldest = transfers_.at(origin.waiting.front());
     const bool behind = now - oldest.queued_usec > (oldest.deadline_usec - oldest.queued_usec) / 2;
-    CURL* easy = behind ? origin.waiting.back() : origin.waiting.front();
+    const void* key = behind ? origin.waiting.back() : origin.waiting.front();
     if (behind) {
       origin.waiting.pop_back();
     } else {
       origin.waiting.pop_front();
     }
     --waiting_count_;
-    Transfer& transfer = transfers_.at(easy);
+    Transfer& transfer = transfers_.at(key);
     if (now >= transfer.deadline_usec) {
-      EndWithoutCurl(easy, transfer, CURLE_OPERATION_TIMEDOUT);
-    } else if (!EnterCurl(easy, transfer, now)) {
-      EndWithoutCurl(easy, transfer, CURLE_OUT_OF_MEMORY);
+      EndWithoutCurl(key, transfer, CURLE_OPERATION_TIMEDOUT);
+    } else if (!EnterCurl(key, transfer, now)) {
+      EndWithoutCurl(key, transfer, CURLE_OUT_OF_MEMORY);
     }
   }
 }
@@ -205,11 +220,11 @@ void CurlMulti::DropIfIdle(const Origin& origin) {
   if (it != origins_.end()) origins_.erase(it);
 }
 
-void CurlMulti::EndWithoutCurl(CURL* easy, Transfer& transfer, int code) {
+void CurlMulti::EndWithoutCurl(const void* key, Transfer& transfer, int code) {
   // Never completed on the spot: this runs inside Add, Remove and completions, whose
   // callers do not expect a callback there.
   transfer.state = State::kEnded;
-  ended_.push_back(Ended{easy, transfer.serial, code});
+  ended_.push_back(Ended{key, transfer.serial, code});
   sd_event_source_set_enabled(kick_, SD_EVENT_ONESHOT);
 }
 
@@ -255,8 +270,8 @@ uint64_t CurlMulti::NowUsec() const {
   return now;
 }
 
-void CurlMulti::Remove(CURL* easy) {
-  auto it = transfers_.find(easy);
+void CurlMulti::Remove(const void* key) {
+  auto it = transfers_.find(key);
   if (it == transfers_.end()) return;
   const Transfer transfer = std::move(it->second);
   transfers_.erase(it);
@@ -267,7 +282,9 @@ void CurlMulti::Remove(CURL* easy) {
       DropIfIdle(*transfer.origin);
       break;
     case State::kInCurl:
-      curl_multi_remove_handle(multi_, easy);
+      curl_multi_remove_handle(multi_, transfer.easy);
+      keys_.erase(transfer.easy);
+      if (transfer.origin != nullptr) GiveBackEasy(transfer.easy);
       LeftCurl(transfer);
       break;
     case State::kEnded:  // its Ended entry no longer matches anything
@@ -450,11 +467,15 @@ void CurlMulti::DispatchCompleted() {
     std::vector<Ended> batch;
     batch.swap(ended_);
     for (const Ended& ended : batch) {
-      auto it = transfers_.find(ended.easy);
+      auto it = transfers_.find(ended.key);
       if (it == transfers_.end() || it->second.serial != ended.serial) continue;
-      Completion done = std::move(it->second.done);
+      const Transfer transfer = std::move(it->second);
       transfers_.erase(it);
-      done(ended.code);
+      if (transfer.queued_done) {
+        transfer.queued_done(nullptr, ended.code);
+      } else if (transfer.done) {
+        transfer.done(ended.code);
+      }
       if (!*alive) return;
     }
   }
@@ -466,13 +487,25 @@ void CurlMulti::DispatchCompleted() {
     // Removing the handle drops `message`; everything needed was copied above. Removal
     // comes before the callback so the callback owns a handle curl no longer touches.
     curl_multi_remove_handle(multi_, easy);
-    auto it = transfers_.find(easy);
+    const auto key = keys_.find(easy);
+    if (key == keys_.end()) continue;
+    const auto it = transfers_.find(key->second);
+    keys_.erase(key);
     if (it == transfers_.end()) continue;
     const Transfer transfer = std::move(it->second);
     transfers_.erase(it);
     LeftCurl(transfer);
-    transfer.done(code);
-    if (!*alive) return;
+    if (transfer.origin == nullptr) {
+      transfer.done(code);
+      if (!*alive) return;
+      continue;
+    }
+    transfer.queued_done(easy, code);
+    if (!*alive) {
+      curl_easy_cleanup(easy);  // nobody is left to give it back to
+      return;
+    }
+    GiveBackEasy(easy);
   }
 }
 

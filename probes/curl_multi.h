@@ -62,7 +62,7 @@ class CurlMulti {
 
   // `event` must outlive this object.
   explicit CurlMulti(sd_event* event);
-  // Abandons transfers still in flight (their completions are not called). The easy
+  // Abandons transfers still in flight (their completions are not called). Add()'s easy
   // handles stay owned by their callers.
   ~CurlMulti();
   CurlMulti(const CurlMulti&) = delete;
@@ -76,36 +76,48 @@ class CurlMulti {
   // REQUIRES: `easy` not already added.
   bool Add(CURL* easy, Completion done);
 
-  // Add() for a transfer to `origin` ("scheme://host:port") that waits its turn here,
-  // first come first served (newest first once the oldest has waited half its timeout),
-  // while kMaxHostConnections transfers to that origin are in curl. curl queues such transfers
-  // itself, but libcurl 7.88 walks its whole list of waiting transfers on every removal: with
-  // thousands waiting (10,000 probes of one target at 1 s on a busy machine) that was 70% of the
-  // daemon's CPU, and the loop never caught up (bench/RESULTS.md). The whole transfer, waiting
-  // included, takes at most `timeout`: CURLOPT_TIMEOUT_MS is set to what is left when it enters
-  // curl, and a transfer whose turn never came completes with CURLE_OPERATION_TIMEDOUT.
-  bool AddQueued(CURL* easy, const std::string& origin, Duration timeout, Completion done);
+  // Configures a handle with every option at its default for a queued transfer whose turn
+  // has come: everything but CURLOPT_TIMEOUT_MS and the socket callbacks, which CurlMulti
+  // sets. False fails the transfer (CURLE_OUT_OF_MEMORY).
+  using Setup = std::function<bool(CURL* easy)>;
+  // Called once when a queued transfer finishes, with the handle it ran on, or null when
+  // it never ran (its turn never came: CURLE_OPERATION_TIMEDOUT; no handle could be had
+  // or set up: CURLE_OUT_OF_MEMORY). The handle was removed from the multi handle and goes
+  // back to the pool when this returns: read what is needed from it here. The callback may
+  // add and remove transfers.
+  using QueuedCompletion = std::function<void(CURL* easy, int curl_code)>;
 
-  // An easy handle with every option at its default, for a new transfer: one an earlier
-  // transfer gave back, else a fresh one. Null when out of memory. A fresh handle costs
-  // about 20 KiB of allocation (curl's transfer state and read buffer) and its cleanup
-  // frees it again: per run, that was measurable, and keeping a handle per probe would
-  // cost memory per probe instead of per transfer in flight.
-  CURL* TakeEasy();
-
-  // Takes back a handle that is not in flight (Remove() it or let it complete first).
-  // Its options are reset now, so nothing of this transfer (URL, headers, secrets)
-  // lingers in the pool; kMaxIdleEasyHandles are kept, the rest cleaned up. Null is
-  // ignored.
-  void GiveBackEasy(CURL* easy);
+  // A transfer to `origin` ("scheme://host:port") that waits its turn here, first come
+  // first served (newest first once the oldest has waited half its timeout), while
+  // kMaxHostConnections transfers to that origin are in curl. curl queues such transfers
+  // itself, but libcurl 7.88 walks its whole list of waiting transfers on every removal:
+  // with thousands waiting (10,000 probes of one target at 1 s on a busy machine) that was
+  // 70% of the daemon's CPU, and the loop never caught up (bench/RESULTS.md). The whole
+  // transfer, waiting included, takes at most `timeout`: CURLOPT_TIMEOUT_MS is set to what
+  // is left when it enters curl.
+  //
+  // A waiting transfer holds no easy handle: one is taken from the pool and `setup` when its
+  // turn comes. Each handle is ~5 KiB, ~20 KiB once it has run; taken at queueing, the
+  // thousands of runs that wait after a stall at 10,000 probes held 30-40 MB, which the
+  // process kept after they were freed (bench/RESULTS.md).
+  //
+  // `key` names the transfer for Remove(); the caller keeps it unique while the transfer
+  // lives (an address of its own). False when a transfer under `key` exists or, if it
+  // could enter curl at once, curl refused it; `done` is then never called.
+  bool AddQueued(const void* key, const std::string& origin, Duration timeout, Setup setup,
+                 QueuedCompletion done);
 
   // Idle easy handles kept for reuse: about the transfers in flight at once at the
   // throughput the benchmark measures, a few MiB at most.
   static constexpr size_t kMaxIdleEasyHandles = 128;
 
-  // Stops a transfer in flight or waiting; its completion is not called. No-op for a
-  // handle that is neither. Safe from any completion callback.
-  void Remove(CURL* easy);
+  // Stops a transfer in flight or waiting, by its handle (Add) or key (AddQueued); its
+  // completion is not called. No-op for one that is neither. Safe from any completion
+  // callback.
+  void Remove(const void* key);
+
+  // Easy handles this object holds: those of queued transfers in curl, and idle ones.
+  size_t easy_handles() const { return easy_in_use_ + idle_easy_.size(); }
 
   // Transfers in flight, waiting ones included.
   size_t active() const { return transfers_.size(); }
@@ -123,6 +135,16 @@ class CurlMulti {
   static int OnKick(sd_event_source* source, void* self);
   static int OnExpiry(sd_event_source* source, uint64_t usec, void* self);
   static curl_socket_t OnOpenSocket(void* self, curlsocktype purpose, curl_sockaddr* address);
+
+  // An easy handle with every option at its default: one an earlier transfer gave back,
+  // else a fresh one. Null when out of memory. A fresh handle costs about 20 KiB of
+  // allocation (curl's transfer state and read buffer) and its cleanup frees it again:
+  // per run, that was measurable.
+  CURL* TakeEasy();
+  // Takes back a handle that is not in flight. Its options are reset now, so nothing of
+  // its transfer (URL, headers, secrets) lingers in the pool; kMaxIdleEasyHandles are
+  // kept, the rest cleaned up.
+  void GiveBackEasy(CURL* easy);
   static int OnCloseSocket(void* self, curl_socket_t fd);
 
   // What is known about one socket curl uses.
@@ -141,7 +163,7 @@ class CurlMulti {
   struct Origin {
     std::string name;  // its key in origins_
     size_t in_curl = 0;
-    std::list<CURL*> waiting;  // oldest first
+    std::list<const void*> waiting;  // keys, oldest first
   };
 
   enum class State {
@@ -151,29 +173,33 @@ class CurlMulti {
   };
 
   struct Transfer {
-    Completion done;
+    Completion done;               // Add()
+    Setup setup;                   // AddQueued(), until it enters curl
+    QueuedCompletion queued_done;  // AddQueued()
+    CURL* easy = nullptr;          // in curl; AddQueued's come from the pool
+
     uint64_t serial = 0;  // tells a re-added handle from the transfer it was before
     State state = State::kInCurl;
-    Origin* origin = nullptr;    // null for Add()
+    Origin* origin = nullptr;    // null for Add(), whose caller owns the handle
     uint64_t queued_usec = 0;    // CLOCK_MONOTONIC; AddQueued only
     uint64_t deadline_usec = 0;  // CLOCK_MONOTONIC; AddQueued only
-    std::list<CURL*>::iterator place;
+    std::list<const void*>::iterator place;
   };
 
   // Transfers that ended without curl (their turn never came, or curl refused them when
   // it came), completed from the loop by DispatchCompleted.
   struct Ended {
-    CURL* easy;
+    const void* key;
     uint64_t serial;
     int code;
   };
 
   bool SetSocketCallbacks(CURL* easy);
-  bool EnterCurl(CURL* easy, Transfer& transfer, uint64_t now_usec);
+  bool EnterCurl(const void* key, Transfer& transfer, uint64_t now_usec);
   void LeftCurl(const Transfer& transfer);
   void Admit(Origin& origin);
   void DropIfIdle(const Origin& origin);
-  void EndWithoutCurl(CURL* easy, Transfer& transfer, int code);
+  void EndWithoutCurl(const void* key, Transfer& transfer, int code);
   void ArmExpiry(uint64_t deadline_usec);
   uint64_t NowUsec() const;
   int UpdateSocket(int fd, int what, void* known);
@@ -198,12 +224,15 @@ class CurlMulti {
   // Waiting transfers past their deadline wake this (10 ms accuracy: a timeout).
   sd_event_source* expiry_ = nullptr;
   uint64_t expiry_armed_usec_ = 0;  // 0: disarmed
-  std::unordered_map<CURL*, Transfer> transfers_;
+  // By key: the handle for Add(), the caller's key for AddQueued().
+  std::unordered_map<const void*, Transfer> transfers_;
+  std::unordered_map<CURL*, const void*> keys_;      // transfers in curl: handle -> key
   std::unordered_map<std::string, Origin> origins_;  // an origin goes when it is idle
   std::vector<Ended> ended_;
   size_t waiting_count_ = 0;
   uint64_t next_serial_ = 1;
   std::vector<CURL*> idle_easy_;            // TakeEasy's pool, most recently used last
+  size_t easy_in_use_ = 0;                  // taken from the pool and not given back
   std::unordered_map<int, Watch> sockets_;  // by fd
   // Flips to false when this object dies, so a completion that destroys the CurlMulti
   // (e.g. the daemon shutting down) does not make the dispatch loop touch freed memory.

@@ -232,7 +232,9 @@ void AddJsonFields(const std::string& body, std::map<std::string, FieldValue>& f
   FlattenJson(document, "json", 0, fields);
 }
 
+// 0 for a run that never ran (a null handle).
 double InfoSeconds(CURL* easy, CURLINFO what) {
+  if (easy == nullptr) return 0;
   curl_off_t micros = 0;
   if (curl_easy_getinfo(easy, what, &micros) != CURLE_OK) return 0;
   return static_cast<double>(micros) / 1e6;
@@ -248,14 +250,11 @@ class HttpProbe final : public Probe {
   void Cancel() override;
 
  private:
-  // One run's libcurl state; heap-allocated so the pointers curl holds stay put.
+  // One run's state; heap-allocated so the pointers curl holds stay put, and the run's key
+  // in CurlMulti. Its easy handle is CurlMulti's, lent from when the run's turn comes until
+  // it is done.
   struct Transfer {
-    explicit Transfer(CurlMulti& curl) : pool(curl), easy(curl.TakeEasy()) {}
-    ~Transfer() { pool.GiveBackEasy(easy); }
-    Transfer(const Transfer&) = delete;
-    Transfer& operator=(const Transfer&) = delete;
-    CurlMulti& pool;
-    CURL* easy;
+    CURL* easy = nullptr;
     std::string body;
     bool body_over_cap = false;
     std::optional<double> cert_expiry;
@@ -264,8 +263,8 @@ class HttpProbe final : public Probe {
 
   static size_t OnBody(char* data, size_t size, size_t count, void* transfer);
   static size_t OnHeader(char* data, size_t size, size_t count, void* transfer);
-  bool Configure(Transfer& transfer) const;
-  void OnDone(int code);
+  bool Configure(CURL* easy, Transfer& transfer) const;
+  void OnDone(CURL* easy, int code);
   ProbeResult BuildResult(CURLcode code) const;
   std::string DescribeFailure(CURLcode code) const;
 
@@ -298,9 +297,9 @@ size_t HttpProbe::OnHeader(char* data, size_t size, size_t count, void* opaque) 
   return bytes;
 }
 
-bool HttpProbe::Configure(Transfer& transfer) const {
+bool HttpProbe::Configure(CURL* easy, Transfer& transfer) const {
   const HttpOptions& options = *options_;
-  CURL* easy = transfer.easy;
+  transfer.easy = easy;
   bool ok = true;
   auto set = [&ok](CURLcode code) { ok = ok && code == CURLE_OK; };
   set(curl_easy_setopt(easy, CURLOPT_URL, options.url.c_str()));
@@ -347,10 +346,12 @@ bool HttpProbe::Configure(Transfer& transfer) const {
 void HttpProbe::Start(ProbeDone done) {
   Cancel();
   done_ = std::move(done);
-  transfer_ = std::make_unique<Transfer>(curl_);
-  if (transfer_->easy == nullptr || !Configure(*transfer_) ||
-      !curl_.AddQueued(transfer_->easy, options_->origin, options_->timeout,
-                       [this](int code) { OnDone(code); })) {
+  transfer_ = std::make_unique<Transfer>();
+  Transfer* transfer = transfer_.get();
+  if (!curl_.AddQueued(
+          transfer, options_->origin, options_->timeout,
+          [this, transfer](CURL* easy) { return Configure(easy, *transfer); },
+          [this](CURL* easy, int code) { OnDone(easy, code); })) {
     transfer_.reset();
     deferred_.Schedule(curl_.event(), [this] {
       ProbeResult result;
@@ -365,13 +366,14 @@ void HttpProbe::Start(ProbeDone done) {
 void HttpProbe::Cancel() {
   deferred_.Cancel();
   if (transfer_ != nullptr) {
-    curl_.Remove(transfer_->easy);
+    curl_.Remove(transfer_.get());
     transfer_.reset();
   }
   done_ = nullptr;
 }
 
-void HttpProbe::OnDone(int code) {
+void HttpProbe::OnDone(CURL* easy, int code) {
+  transfer_->easy = easy;  // null when the run never got its turn
   ProbeResult result = BuildResult(static_cast<CURLcode>(code));
   transfer_.reset();
   ProbeDone done = std::move(done_);
@@ -399,7 +401,7 @@ std::string HttpProbe::DescribeFailure(CURLcode code) const {
     }
     case CURLE_COULDNT_CONNECT: {
       long os_errno = 0;  // NOLINT(runtime/int): curl's type
-      curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+      if (easy != nullptr) curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
       if (os_errno == ECONNREFUSED) return "connection refused";
       return "could not connect: " + detail;
     }
@@ -444,7 +446,7 @@ ProbeResult HttpProbe::BuildResult(CURLcode code) const {
   if (transfer.cert_expiry) result.fields["cert_expiry"] = *transfer.cert_expiry;
 
   long status = 0;  // NOLINT(runtime/int): curl's type
-  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+  if (easy != nullptr) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
   if (status > 0) result.fields["status"] = static_cast<double>(status);
 
   if (code != CURLE_OK) {

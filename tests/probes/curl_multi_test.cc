@@ -9,6 +9,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -35,6 +37,23 @@ CURL* NewTransfer(const std::string& url) {
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Discard);
   return easy;
 }
+
+// A queued GET of `url`, named by `key`, reporting its code to `done`.
+bool Queue(CurlMulti& multi, const void* key, const std::string& url, Duration timeout,
+           std::function<void(int)> done) {
+  const std::string origin = url.substr(0, url.find('/', url.find("//") + 2));
+  return multi.AddQueued(
+      key, origin, timeout,
+      [url](CURL* easy) {
+        return curl_easy_setopt(easy, CURLOPT_URL, url.c_str()) == CURLE_OK &&
+               curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+               curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Discard) == CURLE_OK;
+      },
+      [done = std::move(done)](CURL*, int code) { done(code); });
+}
+
+// Keys for queued transfers: opaque, never dereferenced.
+const void* Key(size_t i) { return reinterpret_cast<const void*>(uintptr_t{i + 1}); }
 
 }  // namespace
 
@@ -137,18 +156,16 @@ TEST_CASE("curl multi: queued transfers wait their turn per origin, waiting coun
   TestServer slow([](const HttpRequest&, Connection& connection) { connection.Hang(); });
   EventLoop loop;
   CurlMulti multi(loop.get());
-  const std::string origin = "http://127.0.0.1:" + std::to_string(slow.port());
   const size_t slots = static_cast<size_t>(CurlMulti::kMaxHostConnections);
-  std::vector<CURL*> handles;
   std::vector<std::optional<int>> codes(slots + 3);
   for (size_t i = 0; i < slots + 3; ++i) {
-    CURL* easy = NewTransfer(slow.Url("/"));
-    handles.push_back(easy);
-    REQUIRE(multi.AddQueued(easy, origin, std::chrono::milliseconds(400),
-                            [&codes, i](int code) { codes[i] = code; }));
+    REQUIRE(Queue(multi, Key(i), slow.Url("/"), std::chrono::milliseconds(400),
+                  [&codes, i](int code) { codes[i] = code; }));
   }
   CHECK(multi.waiting() == 3);
-  multi.Remove(handles[slots + 1]);  // from the middle of the queue
+  // Only the transfers in curl hold a handle; the waiting ones have none yet.
+  CHECK(multi.easy_handles() == slots);
+  multi.Remove(Key(slots + 1));  // from the middle of the queue
   CHECK(multi.waiting() == 2);
   CHECK(multi.active() == slots + 2);
 
@@ -167,7 +184,6 @@ TEST_CASE("curl multi: queued transfers wait their turn per origin, waiting coun
     }
   }
   CHECK(static_cast<size_t>(slow.connections()) <= slots);
-  for (CURL* easy : handles) curl_easy_cleanup(easy);
 }
 
 TEST_CASE("curl multi: once the oldest waited half its time, the newest goes first", "[curl]") {
@@ -176,20 +192,17 @@ TEST_CASE("curl multi: once the oldest waited half its time, the newest goes fir
     connection.Write(Response(200, "ok"));
   });
   EventLoop loop;
-  std::vector<CURL*> handles;
   {
     CurlMulti multi(loop.get());
-    const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
     std::vector<std::string> finished;
+    size_t added = 0;
     auto add = [&](const std::string& path, int timeout_ms, const std::string& name) {
-      CURL* easy = NewTransfer(server.Url(path));
-      handles.push_back(easy);
-      REQUIRE(multi.AddQueued(easy, origin, std::chrono::milliseconds(timeout_ms),
-                              [&finished, name](int code) {
-                                if (!name.empty()) {
-                                  finished.push_back(name + (code == CURLE_OK ? " ok" : " failed"));
-                                }
-                              }));
+      REQUIRE(Queue(multi, Key(added++), server.Url(path), std::chrono::milliseconds(timeout_ms),
+                    [&finished, name](int code) {
+                      if (!name.empty()) {
+                        finished.push_back(name + (code == CURLE_OK ? " ok" : " failed"));
+                      }
+                    }));
     };
     // Every connection busy: one frees at 400 ms, the others hold on for 10 s.
     add("/hang", 400, "");
@@ -203,7 +216,6 @@ TEST_CASE("curl multi: once the oldest waited half its time, the newest goes fir
     // left; first come first served would have taken them the other way round.
     CHECK(finished == std::vector<std::string>{"newest ok", "oldest ok"});
   }
-  for (CURL* easy : handles) curl_easy_cleanup(easy);
 }
 
 TEST_CASE("curl multi: a queue longer than the connections is served on reused connections",
@@ -212,14 +224,10 @@ TEST_CASE("curl multi: a queue longer than the connections is served on reused c
       [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });
   EventLoop loop;
   CurlMulti multi(loop.get());
-  const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
   constexpr size_t kTransfers = 300;
-  std::vector<CURL*> handles;
   size_t ok = 0;
   for (size_t i = 0; i < kTransfers; ++i) {
-    CURL* easy = NewTransfer(server.Url("/"));
-    handles.push_back(easy);
-    REQUIRE(multi.AddQueued(easy, origin, std::chrono::seconds(20), [&ok](int code) {
+    REQUIRE(Queue(multi, Key(i), server.Url("/"), std::chrono::seconds(20), [&ok](int code) {
       if (code == CURLE_OK) ++ok;
     }));
   }
@@ -227,7 +235,8 @@ TEST_CASE("curl multi: a queue longer than the connections is served on reused c
   REQUIRE(loop.RunUntil([&] { return multi.active() == 0; }));
   CHECK(ok == kTransfers);
   CHECK(server.connections() <= CurlMulti::kMaxHostConnections);
-  for (CURL* easy : handles) curl_easy_cleanup(easy);
+  // Handed back as each finished: at most the pool's worth stays.
+  CHECK(multi.easy_handles() <= CurlMulti::kMaxIdleEasyHandles);
 }
 
 TEST_CASE("probes: Cancel() abandons a run, done is never called, the probe runs again", "[curl]") {
