@@ -1,5 +1,7 @@
 #include "daemon/cli.h"
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -155,6 +157,13 @@ int RuleTests(const Options& options) {
 }
 
 int Run(const Options& options) {
+  // Buffers of 256 KiB and more (the status document, megabytes at 10,000 probes; the
+  // /metrics text) get their own mappings, returned to the system when freed. glibc's
+  // default raises this threshold to the size of the largest such buffer once one is
+  // freed, so later documents came from the heap, and a freed one stayed resident:
+  // 89 -> 75 MiB at 10,000 probes (bench/RESULTS.md, finding 18). Set explicitly, the
+  // threshold stays put.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   LoadedConfig loaded = LoadConfig(options.config);
   if (!loaded.config) return PrintLoadError(loaded);
   std::unique_ptr<EventLog> log = MakeEventLog(options.verbose);
