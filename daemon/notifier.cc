@@ -51,9 +51,24 @@ std::string LocalHostName() {
 // ---------------------------------------------------------------------------------------
 // NotificationRouter
 
-bool NotificationRouter::Targets(const RuleInfo& info, const std::string& notifier) const {
-  return info.notify.empty() ||
-         std::find(info.notify.begin(), info.notify.end(), notifier) != info.notify.end();
+bool NotificationRouter::Targets(const RuleDefinition& rule, const std::string& notifier) {
+  return rule.notify.empty() ||
+         std::find(rule.notify.begin(), rule.notify.end(), notifier) != rule.notify.end();
+}
+
+NotificationRouter::RuleView NotificationRouter::View(size_t index) const {
+  const RuleSlot& slot = slots_[index];
+  RuleView view;
+  view.definition = &indexed_rules_->definition(index);
+  view.breakers = &breaker_lists_[slot.breakers];
+  if (slot.state.seen) view.state = &slot.state;
+  return view;
+}
+
+NotificationRouter::RuleView NotificationRouter::View(std::string_view rule) const {
+  if (!indexed_rules_) return {};
+  const std::optional<size_t> index = indexed_rules_->Find(rule);
+  return index ? View(*index) : RuleView{};
 }
 
 Notification NotificationRouter::Base(NotificationKind kind, TimePoint now) const {
@@ -65,25 +80,26 @@ Notification NotificationRouter::Base(NotificationKind kind, TimePoint now) cons
 }
 
 Notification NotificationRouter::RuleBase(NotificationKind kind, const std::string& rule,
-                                          const RuleInfo* info, TimePoint now) const {
+                                          const RuleView& view, TimePoint now) const {
   Notification n = Base(kind, now);
   n.rule = rule;
-  if (info != nullptr) n.labels = info->labels;
-  if (auto it = state_.find(rule); it != state_.end()) {
-    n.grade = it->second.grade;
-    n.previous = it->second.grade;
-    n.grade_since = it->second.grade_since;
-    n.previous_since = it->second.previous_since;
-    n.stale = it->second.stale && it->second.seen;
+  if (view.definition != nullptr) n.labels = view.definition->labels;
+  if (const RuleState* state = view.state) {
+    n.grade = state->grade;
+    n.previous = state->grade;
+    n.grade_since = state->grade_since;
+    n.previous_since = state->previous_since;
+    n.stale = state->stale;
   }
-  n.breakers = Budgets(info);
+  n.breakers = Budgets(view.breakers);
   return n;
 }
 
-std::vector<BreakerNote> NotificationRouter::Budgets(const RuleInfo* info) const {
+std::vector<BreakerNote> NotificationRouter::Budgets(
+    const std::vector<std::string>* breakers) const {
   std::vector<BreakerNote> notes;
-  if (info == nullptr) return notes;
-  for (const std::string& name : info->breakers) {
+  if (breakers == nullptr) return notes;
+  for (const std::string& name : *breakers) {
     auto it = breakers_.find(name);
     if (it == breakers_.end()) continue;
     const BreakerReport& r = it->second;
@@ -94,34 +110,52 @@ std::vector<BreakerNote> NotificationRouter::Budgets(const RuleInfo* info) const
 
 std::vector<Delivery> NotificationRouter::Configure(const Config& config, TimePoint now) {
   std::vector<Delivery> out;
-  std::map<std::string, RuleInfo> rules;
-  if (config.rules) {
-    for (size_t i = 0; i < config.rules->size(); ++i) {
-      const RuleDefinition& rule = config.rules->definition(i);
-      RuleInfo info;
-      info.labels = rule.labels;
-      info.notify = rule.notify;
-      std::set<std::string> breakers;
-      for (const auto& names : rule.actions_on) {
-        for (const std::string& action_name : names) {
-          if (const ActionConfig* action = config.FindAction(action_name)) {
-            breakers.insert(BreakerName(action->breaker));
-          }
+  const RuleSet* configured = config.rules.get();
+  std::vector<RuleSlot> slots(configured != nullptr ? configured->size() : 0);
+  std::vector<std::vector<std::string>> breaker_lists;
+  std::map<std::vector<std::string>, uint32_t> list_index;  // breaker list -> its index
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const RuleDefinition& rule = configured->definition(i);
+    std::set<std::string> breakers;
+    for (const auto& names : rule.actions_on) {
+      for (const std::string& action_name : names) {
+        if (const ActionConfig* action = config.FindAction(action_name)) {
+          breakers.insert(BreakerName(action->breaker));
         }
       }
-      info.breakers.assign(breakers.begin(), breakers.end());
-      rules.emplace(rule.name, std::move(info));
+    }
+    auto [list, added] =
+        list_index.emplace(std::vector<std::string>(breakers.begin(), breakers.end()),
+                           static_cast<uint32_t>(breaker_lists.size()));
+    if (added) breaker_lists.push_back(list->first);
+    slots[i].breakers = list->second;
+    // A rule that keeps its name keeps its state.
+    if (indexed_rules_) {
+      if (const std::optional<size_t> old = indexed_rules_->Find(rule.name)) {
+        slots[i].state = slots_[*old].state;
+      }
     }
   }
   // Rules a reload removed while they were alerting: resolve them, or they would stay
-  // open for ever in every receiver. Told to the old notifiers that still exist.
-  for (const auto& [name, state] : state_) {
-    if (rules.count(name) != 0 || !state.seen) continue;
-    const RuleInfo* old_info = rules_.count(name) != 0 ? &rules_.at(name) : nullptr;
+  // open for ever in every receiver. Told to the old notifiers that still exist, rules in
+  // name order.
+  std::vector<size_t> removed;  // indices in the RuleSet configured until now
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!slots_[i].state.seen) continue;
+    if (configured != nullptr && configured->Find(indexed_rules_->definition(i).name)) continue;
+    removed.push_back(i);
+  }
+  std::sort(removed.begin(), removed.end(), [&](size_t a, size_t b) {
+    return indexed_rules_->definition(a).name < indexed_rules_->definition(b).name;
+  });
+  for (size_t index : removed) {
+    const RuleView old = View(index);
+    const std::string& name = old.definition->name;
+    const RuleState& state = *old.state;
     for (const NotifierConfig& notifier : config.notifiers) {
-      if (old_info != nullptr && !Targets(*old_info, notifier.name)) continue;
+      if (!Targets(*old.definition, notifier.name)) continue;
       if (IsWorseThan(notifier.min_grade, state.grade)) continue;
-      Notification n = RuleBase(NotificationKind::kResolved, name, old_info, now);
+      Notification n = RuleBase(NotificationKind::kResolved, name, old, now);
       n.previous = state.grade;
       n.previous_since = state.grade_since;
       n.grade = Grade::kExcellent;
@@ -133,16 +167,9 @@ std::vector<Delivery> NotificationRouter::Configure(const Config& config, TimePo
       out.push_back({notifier.name, std::move(n)});
     }
   }
-  for (auto it = state_.begin(); it != state_.end();) {
-    it = rules.count(it->first) == 0 ? state_.erase(it) : std::next(it);
-  }
-  rules_ = std::move(rules);
   indexed_rules_ = config.rules;
-  slots_.assign(config.rules ? config.rules->size() : 0, RuleSlot{});
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    auto it = rules_.find(config.rules->definition(i).name);
-    if (it != rules_.end()) slots_[i].info = &it->second;
-  }
+  slots_ = std::move(slots);
+  breaker_lists_ = std::move(breaker_lists);
   notifiers_ = config.notifiers;
   for (auto it = last_sent_.begin(); it != last_sent_.end();) {
     const bool kept = std::any_of(notifiers_.begin(), notifiers_.end(),
@@ -166,21 +193,15 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
   std::vector<Delivery> out;
   const RuleDefinition& definition = rules.definition(index);
   const std::string& name = definition.name;
-  const RuleInfo* found_info = nullptr;
-  RuleState* found_state = nullptr;
-  if (&rules == indexed_rules_.get() && index < slots_.size()) {
-    RuleSlot& slot = slots_[index];
-    if (slot.info != nullptr && slot.state == nullptr) slot.state = &state_[name];
-    found_info = slot.info;
-    found_state = slot.state;
-  } else if (auto info_it = rules_.find(name); info_it != rules_.end()) {
-    found_info = &info_it->second;
-    found_state = &state_[name];
+  // The rule's slot: by index in the configured RuleSet, by name in any other.
+  std::optional<size_t> slot = index;
+  if (&rules != indexed_rules_.get()) {
+    slot = indexed_rules_ ? indexed_rules_->Find(name) : std::nullopt;
   }
-  if (found_info == nullptr) return out;  // not (yet) configured
-  const RuleInfo& info = *found_info;
+  if (!slot) return out;  // not (yet) configured
+  const RuleDefinition& configured_rule = indexed_rules_->definition(*slot);
 
-  RuleState& state = *found_state;
+  RuleState& state = slots_[*slot].state;
   const bool was_stale = state.stale;
   if (!state.seen) {
     state.seen = true;
@@ -219,7 +240,7 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
     const bool alerting = !IsWorseThan(notifier.min_grade, outcome.grade);
     // Unchanged and below min_grade: nothing to send or remember, whoever is targeted.
     if (!outcome.changed && !alerting) continue;
-    if (!Targets(info, notifier.name)) continue;
+    if (!Targets(configured_rule, notifier.name)) continue;
     const bool previous_alerting =
         outcome.previous_known && !IsWorseThan(notifier.min_grade, outcome.previous);
     auto& sent = last_sent_[notifier.name];
@@ -243,7 +264,7 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
       }
     }
     if (!kind) continue;
-    Notification n = RuleBase(*kind, name, &info, now);
+    Notification n = RuleBase(*kind, name, View(*slot), now);
     n.grade = outcome.grade;
     n.previous = outcome.changed ? outcome.previous : outcome.grade;
     n.previous_known = outcome.changed ? outcome.previous_known : true;
@@ -277,13 +298,14 @@ std::vector<Delivery> NotificationRouter::OnRuleEvaluated(const RuleSet& rules, 
 void NotificationRouter::AddActionDeliveries(const ActionNote& note, NotificationKind kind,
                                              const std::set<std::string>& already_told,
                                              std::vector<Delivery>* out) {
-  auto info_it = rules_.find(note.rule);
-  const RuleInfo* info = info_it == rules_.end() ? nullptr : &info_it->second;
+  const RuleView rule = View(note.rule);
   const bool to_everyone = kind == NotificationKind::kActionDecided && IsSuppressed(note.decision);
   for (const NotifierConfig& notifier : notifiers_) {
     if (already_told.count(notifier.name) != 0) continue;
-    if (!to_everyone && (info == nullptr || !Targets(*info, notifier.name))) continue;
-    Notification n = RuleBase(kind, note.rule, info, note.time);
+    if (!to_everyone && (rule.definition == nullptr || !Targets(*rule.definition, notifier.name))) {
+      continue;
+    }
+    Notification n = RuleBase(kind, note.rule, rule, note.time);
     if (auto grade = ParseGrade(note.grade)) n.grade = *grade;
     n.alerting = true;
     n.actions = {note};
@@ -357,11 +379,10 @@ std::vector<Delivery> NotificationRouter::OnReloadFailed(const std::string& erro
 
 std::vector<Delivery> NotificationRouter::OnVerifyFailed(const VerifyFailure& failure) {
   std::vector<Delivery> out;
-  auto info_it = rules_.find(failure.rule);
-  const RuleInfo* info = info_it == rules_.end() ? nullptr : &info_it->second;
+  const RuleView rule = View(failure.rule);
   for (const NotifierConfig& notifier : notifiers_) {
-    if (info != nullptr && !Targets(*info, notifier.name)) continue;
-    Notification n = RuleBase(NotificationKind::kVerifyFailed, failure.rule, info, failure.now);
+    if (rule.definition != nullptr && !Targets(*rule.definition, notifier.name)) continue;
+    Notification n = RuleBase(NotificationKind::kVerifyFailed, failure.rule, rule, failure.now);
     if (auto grade = ParseGrade(failure.grade)) n.grade = *grade;
     n.alerting = true;
     n.error = failure.action + " finished at " + ClockTime(failure.action_finished) + "; " +

@@ -358,6 +358,86 @@ critical = not api
   CHECK(sent[0].notification.reason == "the rule was removed from the configuration");
 }
 
+TEST_CASE("a rule a reload removes is resolved with its old labels and breakers", "[notifier]") {
+  Fixture f;
+  BreakerReport report;
+  report.name = "default";
+  report.max_actions = 3;
+  f.router.OnBreakers({report}, f.now);
+  f.Evaluate("api", Grade::kGood, Grade::kCritical);
+  f.dir.Write("rules.d/api.rules", R"(
+[probe api]
+type = http
+url = http://127.0.0.1:9/health
+[rule db]
+critical = not api
+)");
+  LoadedConfig reloaded = LoadConfig(f.config.path);
+  REQUIRE(reloaded.config.has_value());
+  const auto sent = f.router.Configure(*reloaded.config, f.now + 1min);
+  REQUIRE(Describe(sent) == V{"slack resolved", "pager resolved"});
+  const Notification& n = sent[0].notification;
+  CHECK(n.rule == "api");
+  CHECK(n.labels.at("team") == "payments");
+  REQUIRE(n.breakers.size() == 1);
+  CHECK(n.breakers[0].name == "default");
+  CHECK(n.previous_since == f.now);
+  // Resolved once: its state went with it.
+  CHECK(f.router.Configure(*reloaded.config, f.now + 2min).empty());
+}
+
+TEST_CASE("a rule a reload keeps keeps its state, whichever RuleSet is evaluated", "[notifier]") {
+  Fixture f;
+  f.Evaluate("api", Grade::kGood, Grade::kCritical);
+  const TimePoint entered = f.now;
+  f.dir.Write("rules.d/api.rules",
+              std::string(kRules) + "\n[rule extra]\ncritical = not api\nnotify = slack\n");
+  LoadedConfig reloaded = LoadConfig(f.config.path);
+  REQUIRE(reloaded.config.has_value());
+  REQUIRE(reloaded.config->rules != f.config.rules);
+  CHECK(f.router.Configure(*reloaded.config, f.now + 1min).empty());
+
+  // Still critical, unchanged: the reminder keeps its hour from before the reload.
+  RuleOutcome same;
+  same.previous = Grade::kCritical;
+  same.grade = Grade::kCritical;
+  same.previous_known = true;
+  same.stale = false;
+  const size_t api = *reloaded.config->rules->Find("api");
+  CHECK(f.router.OnRuleEvaluated(*reloaded.config->rules, api, same, f.now + 59min).empty());
+  const auto reminder = f.router.OnRuleEvaluated(*reloaded.config->rules, api, same, f.now + 60min);
+  REQUIRE(Describe(reminder) == V{"slack reminder"});
+  CHECK(reminder[0].notification.grade_since == entered);
+
+  // An evaluation of the RuleSet before the reload is taken by name, with the same state
+  // and the configured rule's notify list; a rule only it has is ignored.
+  RuleOutcome worse;
+  worse.previous = Grade::kCritical;
+  worse.grade = Grade::kFailure;
+  worse.changed = true;
+  worse.previous_known = true;
+  worse.stale = false;
+  const auto old_set =
+      f.router.OnRuleEvaluated(*f.config.rules, f.Index("api"), worse, f.now + 61min);
+  REQUIRE(Describe(old_set) == V{"slack grade_changed", "pager grade_changed"});
+  CHECK(old_set[0].notification.previous_since == entered);
+  CHECK(old_set[0].notification.labels.at("team") == "payments");
+  const size_t extra = *reloaded.config->rules->Find("extra");
+  const auto first = f.router.OnRuleEvaluated(*reloaded.config->rules, extra, worse, f.now);
+  CHECK(Describe(first) == V{"slack grade_changed"});
+
+  // A verify failure finds the rule's state by name.
+  VerifyFailure failure;
+  failure.rule = "api";
+  failure.grade = "failure";
+  failure.action = "rollback";
+  failure.now = f.now + 62min;
+  const auto verify = f.router.OnVerifyFailed(failure);
+  REQUIRE(Describe(verify) == V{"slack verify_failed", "pager verify_failed"});
+  CHECK(verify[0].notification.grade_since == f.now + 61min);
+  CHECK(verify[0].notification.previous_since == entered);
+}
+
 TEST_CASE("webhook messages are version 4 documents addressed to the notifier", "[notifier]") {
   Fixture f;
   const auto sent = f.Evaluate("api", Grade::kWarning, Grade::kCritical);
