@@ -8,6 +8,7 @@
 #include <limits>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 
 namespace rollguard {
 namespace {
@@ -49,12 +50,24 @@ void AppendUnlessEmpty(std::vector<MetricFamily>& families, MetricFamily family)
 
 }  // namespace
 
+const std::string* ProbeMetrics::SharedNames::Acquire(std::string_view name) {
+  auto it = users_.find(name);
+  if (it == users_.end()) it = users_.emplace(std::string(name), 0).first;
+  ++it->second;
+  return &it->first;
+}
+
+void ProbeMetrics::SharedNames::Release(const std::string* name) {
+  auto it = users_.find(*name);
+  if (--it->second == 0) users_.erase(it);
+}
+
 void ProbeMetrics::Record(const ProbeSpec& probe, const ProbeResult& result) {
   std::lock_guard lock(mutex_);
   auto it = probes_.find(probe.name);
   if (it == probes_.end()) {
     it = probes_.emplace(probe.name, Probe{}).first;
-    it->second.type = probe.type;
+    it->second.type = names_.Acquire(probe.type);
   }
   Probe& state = it->second;
   state.up = result.up;
@@ -66,16 +79,32 @@ void ProbeMetrics::Record(const ProbeSpec& probe, const ProbeResult& result) {
   ++state.duration_counts[static_cast<size_t>(bound - kDurationBuckets.begin())];
   state.duration_sum += result.latency_seconds;
 
+  // Room for exactly the numeric fields, not the doubling push_back would leave: a probe
+  // keeps its fields for life. Counted only when the result has more fields than slots.
+  if (state.fields.size() < result.fields.size()) {
+    const auto numeric =
+        std::count_if(result.fields.begin(), result.fields.end(),
+                      [](const auto& f) { return std::holds_alternative<double>(f.second); });
+    state.fields.reserve(static_cast<size_t>(numeric));
+  }
   // A probe reports the same fields in the same order run after run, so each field
   // usually finds its own name already in its slot and only the value is written.
-  size_t count = 0;
+  uint32_t count = 0;
   for (const auto& [name, value] : result.fields) {
     const double* number = std::get_if<double>(&value);
     if (number == nullptr) continue;
-    if (count == state.fields.size()) state.fields.emplace_back();
-    NumericField& field = state.fields[count++];
-    if (field.name != name) field.name.assign(name);
-    field.value = *number;
+    if (count == state.fields.size()) {
+      state.fields.push_back(NumericField{names_.Acquire(name), *number});
+    } else {
+      NumericField& field = state.fields[count];
+      if (*field.name != name) {
+        const std::string* renamed = names_.Acquire(name);
+        names_.Release(field.name);
+        field.name = renamed;
+      }
+      field.value = *number;
+    }
+    ++count;
   }
   state.field_count = count;
 }
@@ -84,12 +113,19 @@ void ProbeMetrics::Retain(const std::map<std::string, std::string, std::less<>>&
   std::lock_guard lock(mutex_);
   for (auto it = probes_.begin(); it != probes_.end();) {
     auto configured = type_by_name.find(it->first);
-    if (configured == type_by_name.end() || configured->second != it->second.type) {
+    if (configured == type_by_name.end() || configured->second != *it->second.type) {
+      names_.Release(it->second.type);
+      for (const NumericField& field : it->second.fields) names_.Release(field.name);
       it = probes_.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+size_t ProbeMetrics::shared_name_count() const {
+  std::lock_guard lock(mutex_);
+  return names_.size();
 }
 
 std::vector<MetricFamily> ProbeMetrics::Collect() const {
@@ -109,7 +145,7 @@ std::vector<MetricFamily> ProbeMetrics::Collect() const {
     const Probe& probe = entry->second;
 
     ClientMetric& up = success.metric.emplace_back();
-    up.label = {Label("probe", name), Label("type", probe.type)};
+    up.label = {Label("probe", name), Label("type", *probe.type)};
     up.gauge.value = probe.up ? 1 : 0;
 
     ClientMetric& latency = duration.metric.emplace_back();
@@ -128,7 +164,7 @@ std::vector<MetricFamily> ProbeMetrics::Collect() const {
 
     for (size_t i = 0; i < probe.field_count; ++i) {
       ClientMetric& value = values.metric.emplace_back();
-      value.label = {Label("field", probe.fields[i].name), Label("probe", name)};
+      value.label = {Label("field", *probe.fields[i].name), Label("probe", name)};
       value.gauge.value = probe.fields[i].value;
     }
   }

@@ -20,8 +20,9 @@
 // above, series sorted by probe (then field) or rule name, labels in name order as
 // prometheus-cpp writes them; a family without series is left out.
 //
-// Threads: Record, Retain and Configure belong to the event loop; Collect may run on any
-// thread at the same time (one mutex per object, held for a report or a whole scrape).
+// Threads: Record, Retain and Configure belong to the event loop; Collect and
+// shared_name_count may run on any thread at the same time (one mutex per object, held
+// for a report or a whole scrape).
 #pragma once
 
 #include <array>
@@ -69,24 +70,48 @@ class ProbeMetrics {
 
   std::vector<prometheus::MetricFamily> Collect() const;
 
+  // How many distinct field names and types are held: each once, however many probes
+  // use it, and none that no probe uses any more.
+  size_t shared_name_count() const;
+
  private:
+  // One copy of each field name and type, shared by the probes that use it and counted,
+  // so that a name goes with its last user. With 10,000 http probes, a copy per probe of
+  // names longer than the 15 characters std::string holds inline ("phase.first_byte")
+  // was a heap block each; with the 40-byte fields that held them, 1.6 MB in all. Shared,
+  // with 16-byte fields and the smaller Probe below, ProbeMetrics went 4.47 -> 2.88 MB.
+  class SharedNames {
+   public:
+    // The shared copy of `name`, held for one more user until Release.
+    const std::string* Acquire(std::string_view name);
+    // REQUIRES: `name` came from Acquire and was not released since.
+    void Release(const std::string* name);
+    size_t size() const { return users_.size(); }
+
+   private:
+    // A node-based map: a name's address stays valid as others come and go.
+    std::unordered_map<std::string, size_t, NameHash, std::equal_to<>> users_;
+  };
+
   struct NumericField {
-    std::string name;
+    const std::string* name = nullptr;  // in names_
     double value = 0;
   };
   struct Probe {
-    std::string type;
-    bool up = false;
+    const std::string* type = nullptr;  // in names_: "http", "tcp", ...
+    // [0, field_count) are the last result's fields. The entries after them keep their
+    // names for the next result, so a probe that flaps allocates nothing.
+    std::vector<NumericField> fields;
     double duration_sum = 0;
     // Observations per bucket (not cumulative); the last one is +Inf.
     std::array<uint64_t, kDurationBuckets.size() + 1> duration_counts{};
-    // [0, field_count) are the last result's fields. The entries after them keep their
-    // names' storage for the next result, so a probe that flaps allocates nothing.
-    std::vector<NumericField> fields;
-    size_t field_count = 0;
+    // Last and side by side, they share 8 bytes: a probe's map node 248 -> 216 bytes.
+    uint32_t field_count = 0;
+    bool up = false;
   };
 
   mutable std::mutex mutex_;
+  SharedNames names_;  // every name probes_ points to
   std::unordered_map<std::string, Probe, NameHash, std::equal_to<>> probes_;
 };
 

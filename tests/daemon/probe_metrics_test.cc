@@ -145,6 +145,43 @@ TEST_CASE("probe metrics: a reload drops removed probes and probes whose type ch
   CHECK(metrics.Collect().empty());
 }
 
+TEST_CASE("probe metrics: probes share one copy of each name, kept while one uses it",
+          "[probe_metrics]") {
+  ProbeMetrics metrics;
+  const std::string first_byte = "phase.first_byte";  // longer than std::string holds inline
+  for (const char* name : {"a", "b", "c"}) {
+    metrics.Record(Spec(name, "http"), Up(0.01, {{first_byte, 0.002}, {"status", 200.0}}));
+  }
+  CHECK(metrics.shared_name_count() == 3);  // http, phase.first_byte, status
+
+  // A renamed field holds its new name; the old one stays while another probe uses it.
+  metrics.Record(Spec("a", "http"), Up(0.01, {{"phase.connect", 0.001}, {"status", 200.0}}));
+  CHECK(metrics.shared_name_count() == 4);
+  // A down run keeps the names of its slots for the next up run.
+  metrics.Record(Spec("b", "http"), Down(0.5));
+  CHECK(metrics.shared_name_count() == 4);
+  CHECK(SamplesWith(metrics.Collect(), "rollguard_probe_value") ==
+        std::vector<std::string>{
+            "rollguard_probe_value{field=\"phase.connect\",probe=\"a\"} 0.001",
+            "rollguard_probe_value{field=\"status\",probe=\"a\"} 200",
+            "rollguard_probe_value{field=\"phase.first_byte\",probe=\"c\"} 0.002",
+            "rollguard_probe_value{field=\"status\",probe=\"c\"} 200"});
+
+  // A reload that removes b and retypes c: their names go unless a remains a user.
+  metrics.Retain({{"a", "http"}, {"c", "tcp"}});
+  CHECK(metrics.shared_name_count() == 3);  // http, phase.connect, status
+  metrics.Record(Spec("c", "tcp"), Up(0.01, {{first_byte, 0.003}}));
+  CHECK(metrics.shared_name_count() == 5);
+  CHECK(Sample(metrics.Collect(), "rollguard_probe_success{probe=\"c\",type=\"tcp\"}") == "1");
+  CHECK(Sample(metrics.Collect(),
+               "rollguard_probe_value{field=\"phase.first_byte\",probe=\"c\"}") == "0.003");
+  CHECK(Sample(metrics.Collect(), "rollguard_probe_success{probe=\"a\",type=\"http\"}") == "1");
+
+  metrics.Retain({});
+  CHECK(metrics.shared_name_count() == 0);
+  CHECK(metrics.Collect().empty());
+}
+
 TEST_CASE("probe metrics: the duration histogram counts a latency on a bound in that bucket",
           "[probe_metrics]") {
   ProbeMetrics metrics;
