@@ -108,8 +108,8 @@ class RuleSectionParser {
     } else if (key == "on_warning" || key == "on_critical" || key == "on_failure") {
       if (!Once(entry)) return;
       const Grade grade = *ParseGrade(std::string_view(key).substr(3));
-      rule_.actions_on[GradeIndex(grade)] = Names(entry, "action names");
-      rule_.actions_where[GradeIndex(grade)] = entry.where;
+      rule_.actions_on.Edit(GradeIndex(grade)) = Names(entry, "action names");
+      rule_.actions_where.Edit(GradeIndex(grade)) = entry.where;
     } else if (key == "summary") {
       if (!Once(entry)) return;
       const SummaryParse parsed = ParseSummary(entry.value);
@@ -161,7 +161,7 @@ class RuleSectionParser {
                                                parsed.error->message));
       return;
     }
-    rule_.conditions[level].push_back(ConditionSource{entry.value, entry.where});
+    rule_.conditions.Edit(level).push_back(ConditionSource{entry.value, entry.where});
   }
 
   const IniSection& section_;

@@ -29,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/ini.h"
@@ -45,15 +46,60 @@ struct ConditionSource {
   SourceLocation where;
 };
 
+// One value per grade, indexed by GradeIndex() like an array of kGradeCount, holding only
+// the grades that were given one: a rule sets two or three of its fifteen per-grade
+// slots (conditions, actions, where its actions were written), and an array of each was
+// 360 of a compiled rule's 912 bytes, ~3.6 MB at 10,000 rules (bench/RESULTS.md).
+// Reading a grade never given a value gives an empty T (reads never add one: there is no
+// non-const operator[]); Edit() gives a grade's value to change, adding it. Iteration
+// visits the values given, in grade order.
+template <typename T>
+class PerGrade {
+ public:
+  const T& operator[](int grade) const {
+    for (const auto& [index, value] : values_) {
+      if (index == grade) return value;
+    }
+    static const T kNone{};
+    return kNone;
+  }
+  T& Edit(int grade) {
+    auto at = values_.begin();
+    while (at != values_.end() && at->first < grade) ++at;
+    if (at == values_.end() || at->first != grade) at = values_.emplace(at, grade, T{});
+    return at->second;
+  }
+
+  class const_iterator {
+   public:
+    using Inner = typename std::vector<std::pair<int, T>>::const_iterator;
+    explicit const_iterator(Inner inner) : inner_(inner) {}
+    const T& operator*() const { return inner_->second; }
+    const_iterator& operator++() {
+      ++inner_;
+      return *this;
+    }
+    bool operator==(const const_iterator& other) const { return inner_ == other.inner_; }
+
+   private:
+    Inner inner_;
+  };
+  const_iterator begin() const { return const_iterator(values_.begin()); }
+  const_iterator end() const { return const_iterator(values_.end()); }
+
+ private:
+  std::vector<std::pair<int, T>> values_;  // by grade index, ascending
+};
+
 // A [rule NAME] section, parsed but not yet compiled against the probes.
 struct RuleDefinition {
   std::string name;
   SourceLocation where;
-  // Indexed by GradeIndex(); [kExcellent] is always empty (excellent has no condition).
-  std::vector<ConditionSource> conditions[kGradeCount];
+  // [kExcellent] is always empty (excellent has no condition).
+  PerGrade<std::vector<ConditionSource>> conditions;
   // Action names run on entering a grade (on_warning, on_critical, on_failure), in order.
-  std::vector<std::string> actions_on[kGradeCount];
-  SourceLocation actions_where[kGradeCount];  // the line of each on_<grade> key
+  PerGrade<std::vector<std::string>> actions_on;
+  PerGrade<SourceLocation> actions_where;  // the line of each on_<grade> key
   std::vector<std::string> depends;
   // Where each `depends` name was written (parallel to `depends`); entries may be missing
   // for definitions built in code, and errors then point at `where`.
@@ -86,8 +132,8 @@ struct RuleOutcome {
   // False while the rule has never been graded on fresh data (nor restored): `previous`
   // is then only the starting value, not a grade rollguard observed ("none" to users).
   bool previous_known = true;
-  bool changed = false;                // grade != previous
-  bool stale = false;                  // every probe the rule reads is stale
+  bool changed = false;  // grade != previous
+  bool stale = false;    // every probe the rule reads is stale
   // Human-readable cause: the condition that decided the grade and the values it saw,
   // e.g. "api.latency > 3s (api.latency=4.2)"; "no condition holds" for excellent;
   // "no fresh data from api, db" when stale; "not better than critical while unknown: ..."

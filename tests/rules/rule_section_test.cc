@@ -145,3 +145,23 @@ TEST_CASE("every error of a section is reported, one per line", "[rules][section
   CHECK_THAT(message, Catch::Contains("\ntest.rules:3:17: [rule api] critical:"));
   CHECK_THAT(message, Catch::Contains("\ntest.rules:4: [rule api] no_data:"));
 }
+
+TEST_CASE("PerGrade holds only the grades given a value, read like an array", "[rules][section]") {
+  PerGrade<std::vector<std::string>> actions;
+  CHECK(actions.begin() == actions.end());
+  CHECK(actions[GradeIndex(Grade::kCritical)].empty());
+  CHECK(actions.begin() == actions.end());  // a read adds nothing
+
+  actions.Edit(GradeIndex(Grade::kFailure)).push_back("rollback");
+  actions.Edit(GradeIndex(Grade::kWarning)).push_back("scale_up");
+  actions.Edit(GradeIndex(Grade::kFailure)).push_back("page");
+  CHECK(actions[GradeIndex(Grade::kFailure)] == std::vector<std::string>{"rollback", "page"});
+  CHECK(actions[GradeIndex(Grade::kWarning)] == std::vector<std::string>{"scale_up"});
+  CHECK(actions[GradeIndex(Grade::kCritical)].empty());
+
+  std::vector<std::string> visited;  // in grade order, whatever the order of Edit()
+  for (const std::vector<std::string>& names : actions) {
+    visited.insert(visited.end(), names.begin(), names.end());
+  }
+  CHECK(visited == std::vector<std::string>{"scale_up", "rollback", "page"});
+}
