@@ -155,7 +155,9 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   // A publication under way was written from the entries just replaced: start it again.
   publishing_ = false;
   round_cursor_ = 0;
-  next_ = std::string();
+  // Swapped, not assigned: libstdc++ assigns an empty string into the buffer it already
+  // has, which would keep the half-written document's megabytes.
+  std::string().swap(next_);
 }
 
 void StatusBoard::OnReloadFailed(const std::string& error, TimePoint now) {
