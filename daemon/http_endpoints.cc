@@ -101,8 +101,8 @@ Result<std::optional<ListenAddress>> ParseListenAddress(std::string_view text) {
   return std::optional<ListenAddress>(std::move(address));
 }
 
-HttpEndpoints::HttpEndpoints(ListenAddress address, const Metrics& metrics,
-                             const StatusBoard& status, const HttpOptions& options)
+HttpEndpoints::HttpEndpoints(ListenAddress address, const Metrics& metrics, StatusBoard& status,
+                             const HttpOptions& options)
     : address_(std::move(address)),
       metrics_(metrics),
       status_(status),
@@ -111,7 +111,7 @@ HttpEndpoints::HttpEndpoints(ListenAddress address, const Metrics& metrics,
 
 Result<std::unique_ptr<HttpEndpoints>> HttpEndpoints::Start(const ListenAddress& address,
                                                             const Metrics& metrics,
-                                                            const StatusBoard& status,
+                                                            StatusBoard& status,
                                                             const HttpOptions& options) {
   std::unique_ptr<HttpEndpoints> endpoints(new HttpEndpoints(address, metrics, status, options));
   AcquireLibrary();
@@ -188,7 +188,7 @@ int64_t HttpEndpoints::SteadyNowMs() {
 void HttpEndpoints::Heartbeat() { heartbeat_ms_.store(SteadyNowMs(), std::memory_order_relaxed); }
 
 int HttpEndpoints::Handle(mg_connection* connection, void* self) {
-  const auto& endpoints = *static_cast<const HttpEndpoints*>(self);
+  auto& endpoints = *static_cast<HttpEndpoints*>(self);
   const mg_request_info* request = mg_get_request_info(connection);
   const std::string_view method = request->request_method ? request->request_method : "";
   const std::string_view path = request->local_uri ? request->local_uri : "";
@@ -221,7 +221,15 @@ int HttpEndpoints::Handle(mg_connection* connection, void* self) {
       Reply(connection, 200, "OK", kText, "ok\n");
       return 200;
     }
-    const std::shared_ptr<const std::string> document = endpoints.status_.Published();
+    const std::shared_ptr<const std::string> document =
+        endpoints.status_.Request(endpoints.options_.status_wait);
+    if (document == nullptr) {
+      Reply(connection, 503, "Service Unavailable", "application/json",
+            "{\"error\":\"the status document was not published within " +
+                FormatDuration(endpoints.options_.status_wait) + "; try again\"}",
+            "Retry-After: 1\r\n");
+      return 503;
+    }
     Reply(connection, 200, "OK", "application/json", *document);
     return 200;
   } catch (const std::exception& e) {

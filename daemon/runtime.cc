@@ -1,11 +1,15 @@
 #include "daemon/runtime.h"
 
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -51,6 +55,9 @@ class Daemon final : public ControlTarget {
   Daemon(const RuntimeOptions& options, EventLog& log) : options_(options), log_(log) {}
 
   ~Daemon() override {
+    // A status request waiting for a publication would hold up the server's stop: the loop
+    // has stopped and publishes no more.
+    status_board_->StopRequests();
     http_.reset();  // its threads read metrics_ and status_board_
     StopProbes();
     control_.reset();
@@ -61,6 +68,7 @@ class Daemon final : public ControlTarget {
     if (deadline_timer_ != nullptr) sd_event_source_unref(deadline_timer_);
     if (publish_ != nullptr) sd_event_source_unref(publish_);
     if (publish_timer_ != nullptr) sd_event_source_unref(publish_timer_);
+    if (status_wake_ != nullptr) sd_event_source_unref(status_wake_);  // closes its eventfd
     for (sd_event_source* source : signal_sources_) sd_event_source_unref(source);
     if (event_ != nullptr) sd_event_unref(event_);
   }
@@ -119,8 +127,8 @@ class Daemon final : public ControlTarget {
                                     kSweepTickAccuracyUs, &Daemon::OnSweep, this);
     if (rc < 0) return Fatal("cannot add the sweep timer", rc);
     sd_event_source_set_enabled(sweep_, SD_EVENT_ON);
-    // The first request must already see the whole document, never the empty placeholder.
-    status_board_->MaybePublish(clock_.Now());
+    // Nothing is published before the first request: it wakes the loop and waits for a
+    // whole document (StatusBoard::Request), so it never sees a placeholder.
     if (!StartHttp()) return 1;
 
     log_.Info("rollguard " ROLLGUARD_VERSION " started: " + std::to_string(config_.probes.size()) +
@@ -173,8 +181,9 @@ class Daemon final : public ControlTarget {
     return 1;
   }
 
-  // Starts /metrics, /healthz and /api/v1/status on `[daemon] listen`, and the loop's
-  // publication of the status snapshot the HTTP threads read. False (logged) when the
+  // Starts /metrics, /healthz and /api/v1/status on `[daemon] listen`, the loop's
+  // publication of the status snapshot the HTTP threads read, and the eventfd through which
+  // a request that finds no snapshot wakes the loop to publish one. False (logged) when the
   // address is invalid or cannot be bound: like any exporter, rollguard refuses to run
   // without the endpoint it was told to serve, so the unit fails visibly.
   bool StartHttp() {
@@ -192,6 +201,24 @@ class Daemon final : public ControlTarget {
       log_.Info("HTTP endpoints disabled ([daemon] listen = off)");
       return true;
     }
+    const int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) {
+      Fatal("cannot create the status wake-up", -errno);
+      return false;
+    }
+    rc = sd_event_add_io(event_, &status_wake_, wake_fd, EPOLLIN, &Daemon::OnStatusWake, this);
+    if (rc < 0) {
+      close(wake_fd);
+      Fatal("cannot watch the status wake-up", rc);
+      return false;
+    }
+    sd_event_source_set_io_fd_own(status_wake_, 1);
+    // Called on the HTTP threads; a write to an eventfd is thread-safe and, non-blocking,
+    // cannot stall them (a full counter already means a wake-up is pending).
+    status_board_->SetWake([wake_fd] {
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t written = write(wake_fd, &one, sizeof(one));
+    });
     auto http = HttpEndpoints::Start(**address, *metrics_, *status_board_);
     if (!http) {
       log_.Error("cannot start: [daemon] listen: " + http.error().message);
@@ -205,7 +232,9 @@ class Daemon final : public ControlTarget {
   }
 
   // After every loop iteration: publish the status document when it changed, at most
-  // every 100ms; a change inside the interval arms a timer so it is not left waiting.
+  // every 100ms, while it is wanted (StatusBoard::kWantedFor after the last request), or
+  // release it once it is not; a change inside the interval arms a timer so it is not
+  // left waiting.
   static int OnPublish(sd_event_source* /*source*/, void* userdata) {
     auto* daemon = static_cast<Daemon*>(userdata);
     const std::optional<TimePoint> again =
@@ -215,6 +244,15 @@ class Daemon final : public ControlTarget {
       sd_event_add_time_relative(daemon->event_, &daemon->publish_timer_, CLOCK_MONOTONIC,
                                  ToMicros(wait), 0, &Daemon::OnPublishTimer, daemon);
     }
+    return 0;
+  }
+
+  // An HTTP request found no status snapshot and set the board's request flag: the post
+  // source (OnPublish) runs after this and starts the publication it waits for.
+  static int OnStatusWake(sd_event_source* /*source*/, int fd, uint32_t /*revents*/,
+                          void* /*userdata*/) {
+    uint64_t count = 0;
+    [[maybe_unused]] const ssize_t got = read(fd, &count, sizeof(count));
     return 0;
   }
 
@@ -482,6 +520,7 @@ class Daemon final : public ControlTarget {
   std::vector<size_t> due_rules_;
   sd_event_source* publish_ = nullptr;        // after each loop iteration: status snapshot
   sd_event_source* publish_timer_ = nullptr;  // a change waiting for the 100ms interval
+  sd_event_source* status_wake_ = nullptr;    // an eventfd the HTTP threads write to
   std::unique_ptr<ProbeContext> probe_context_;
   // Declared before the responder, which holds a reference to it.
   ObserverList observers_;

@@ -93,8 +93,7 @@ json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>
 
 }  // namespace
 
-StatusBoard::StatusBoard(size_t max_actions)
-    : max_actions_(max_actions), published_(std::make_shared<const std::string>("{}")) {}
+StatusBoard::StatusBoard(size_t max_actions) : max_actions_(max_actions) {}
 
 void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   config_path_ = config.path;
@@ -303,8 +302,11 @@ std::string StatusBoard::RenderRule(size_t index) const {
 template <typename Entry>
 std::string_view StatusBoard::Stored(const Entry& entry, size_t step) const {
   if (entry.length == 0) return {};
-  const std::string& document = publishing_ && step < round_cursor_ ? next_ : *published_;
-  return std::string_view(document).substr(entry.offset, entry.length);
+  if (publishing_ && step < round_cursor_) {
+    return std::string_view(next_).substr(entry.offset, entry.length);
+  }
+  // Release() zeroes every length, so an entry with one has its bytes in published_.
+  return std::string_view(*published_).substr(entry.offset, entry.length);
 }
 
 template <typename Appended>
@@ -387,7 +389,7 @@ std::string StatusBoard::Json() const {
   std::string out = Head();
   // Reserved at about its size: growing a multi-megabyte string by doubling copied it over
   // and over (most of Json()'s time at 10,000 probes).
-  out.reserve(std::max(published_->size(), next_.size()) + out.size());
+  out.reserve(std::max(last_size_, next_.size()) + out.size());
   size_t cursor = 0;
   AppendEntries(out, cursor, SIZE_MAX, SIZE_MAX, [](size_t, size_t, size_t) {});
   out += Tail();
@@ -395,10 +397,22 @@ std::string StatusBoard::Json() const {
 }
 
 std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
+  // One atomic load per loop iteration while nobody asks; the exchange only on a request.
+  if (requested_.load(std::memory_order_relaxed) && requested_.exchange(false)) {
+    wanted_until_ = now + kWantedFor;
+  }
+  if (!wanted_until_) return std::nullopt;
+  if (now >= *wanted_until_) {
+    Release();
+    return std::nullopt;
+  }
   if (!publishing_) {
-    if (!dirty_ && !readings_changed_) return std::nullopt;
+    // Without a current publication (the first, or the first after a release) a reader
+    // is waiting for one: it starts now, whatever the intervals say.
+    const bool waited_for = published_ == nullptr;
+    if (!waited_for && !dirty_ && !readings_changed_) return std::nullopt;
     const Duration interval = dirty_ ? kPublishInterval : kReadingsInterval;
-    if (last_publish_ && now - *last_publish_ < interval && now >= *last_publish_) {
+    if (!waited_for && last_publish_ && now - *last_publish_ < interval && now >= *last_publish_) {
       return *last_publish_ + interval;
     }
     // A publication starts: what changes from here on is news for the next one.
@@ -409,7 +423,7 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     next_ = Head();
     // The last publication's size is a close guess: growing a multi-megabyte string by
     // doubling copied it over and over (most of the rendering time at 10,000 probes).
-    next_.reserve(published_->size() + published_->size() / 16 + next_.size());
+    next_.reserve(last_size_ + last_size_ / 16 + next_.size());
   } else if (now - last_slice_ < kSliceSpacing && now >= last_slice_) {
     return last_slice_ + kSliceSpacing;
   }
@@ -431,21 +445,70 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
   next_ += Tail();
   publishing_ = false;
   round_cursor_ = 0;
+  last_size_ = next_.size();
   auto document = std::make_shared<const std::string>(std::move(next_));
   next_ = std::string();  // moved from: make sure it holds nothing
   {
     std::lock_guard<std::mutex> lock(published_mutex_);
     published_ = std::move(document);
   }
+  published_cv_.notify_all();
   last_publish_ = now;
   if (dirty_) return now + kPublishInterval;
   if (readings_changed_) return now + kReadingsInterval;
   return std::nullopt;
 }
 
+void StatusBoard::Release() {
+  wanted_until_.reset();
+  publishing_ = false;
+  round_cursor_ = 0;
+  std::string().swap(next_);  // as in OnConfigApplied: its buffer goes too
+  for (ProbeEntry& probe : probes_) probe.length = 0;
+  for (RuleEntry& rule : rules_) rule.length = 0;
+  std::shared_ptr<const std::string> released;
+  {
+    std::lock_guard<std::mutex> lock(published_mutex_);
+    released.swap(published_);
+  }
+  // `released` frees the document here, on the loop, unless a reader still holds it (it is
+  // then freed when that reader is done with it).
+}
+
+size_t StatusBoard::HeldBytes() const {
+  // An empty string's capacity is its inline buffer, not heap.
+  const size_t inline_capacity = std::string().capacity();
+  const size_t next = next_.capacity() > inline_capacity ? next_.capacity() : 0;
+  return next + (published_ != nullptr ? published_->capacity() : 0);
+}
+
 std::shared_ptr<const std::string> StatusBoard::Published() const {
   std::lock_guard<std::mutex> lock(published_mutex_);
   return published_;
+}
+
+void StatusBoard::Want() { requested_.store(true); }
+
+void StatusBoard::SetWake(std::function<void()> wake) { wake_ = std::move(wake); }
+
+std::shared_ptr<const std::string> StatusBoard::Request(Duration wait) {
+  Want();
+  std::unique_lock<std::mutex> lock(published_mutex_);
+  if (published_ != nullptr || requests_stopped_ || wait <= Duration::zero()) return published_;
+  lock.unlock();
+  // Outside the lock: the loop may be publishing, and the wake must not wait for it.
+  if (wake_) wake_();
+  lock.lock();
+  published_cv_.wait_for(lock, wait, [this] { return published_ != nullptr || requests_stopped_; });
+  return published_;
+}
+
+void StatusBoard::StopRequests() {
+  {
+    std::lock_guard<std::mutex> lock(published_mutex_);
+    requests_stopped_ = true;
+  }
+  published_cv_.notify_all();
 }
 
 }  // namespace rollguard

@@ -12,15 +12,39 @@
 // fields and errors are secret-free by contract (common/probe_result.h), and neither
 // probe URLs nor DSNs are shown.
 //
-// Threads: every observer call, SetPausedUntil(), Json() and MaybePublish() belong to the
-// event loop. Published() may be called from any thread (the HTTP server's): it returns
-// the document as last published, which MaybePublish() refreshes at most once per
-// `kPublishInterval` after a change of grade, breaker, action, pause or configuration,
-// and at most once per `kReadingsInterval` when only probe readings changed.
+// Threads: every observer call, SetPausedUntil(), Json(), MaybePublish() and HeldBytes()
+// belong to the event loop. Published(), Want() and Request() may be called from any
+// thread (the HTTP server's); Request() never from the loop's, which it may wait for.
+//
+// Publication on demand: the document is published for HTTP readers only while it is
+// wanted. Nobody may read it for hours, and at 10,000 probes it is ~4.6 MB, rebuilt every
+// second: the largest single item of the daemon's heap, and CPU spent for no one.
+//   - A reader asks with Request() (or Want()): it sets a flag, and the loop's next
+//     MaybePublish() makes the document wanted until kWantedFor after that call.
+//   - While wanted, MaybePublish() refreshes it at most once per kPublishInterval after a
+//     change of grade, breaker, action, pause or configuration, and at most once per
+//     kReadingsInterval when only probe readings changed (in slices, see MaybePublish).
+//   - Once kWantedFor passes without a request, MaybePublish() releases the published
+//     document and any half-written one, and does no rendering for HTTP readers until the
+//     next request. The entries keep tracking what observers report (a few fields each);
+//     their offsets into the released document are forgotten, so the next publication
+//     renders every entry anew.
+//   - Request() returns the current publication at once. When there is none (before the
+//     first, after a release) it marks the document wanted, wakes the loop through the
+//     callback given to SetWake() (the runtime writes to an eventfd the loop watches) and
+//     waits, bounded, for the publication to complete; concurrent requests wait for the
+//     same one. A reader never sees a placeholder or a stale document from before a
+//     release.
+// All the HTTP threads touch is `requested_` (atomic) and `published_` (under
+// `published_mutex_`, with `published_cv_` to wait on); everything else is the loop's.
+// `rollguard status` (Json(), on the loop) renders afresh and is not affected.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,18 +93,30 @@ class StatusBoard final : public RuntimeObserver {
   // True when something changed since the last publication.
   bool dirty() const { return dirty_ || readings_changed_; }
 
-  // Publishes the document when something changed and the last publication is at least
-  // kPublishInterval (kReadingsInterval for readings only) before `now`. The next document is
-  // written in order into one buffer: the head (breakers, configuration, actions, pause) when
-  // the publication starts, then every entry, those that changed rendered anew, the others
-  // copied from the last publication, in slices of at most kRenderSlice renderings and
-  // about kCopySlice bytes, a slice per call at most every kSliceSpacing; it is published
-  // when the last slice is done. At 10,000 probes, rendering every new reading in one go
-  // stalled the loop for tens of milliseconds once a second, and copying the whole
-  // document (megabytes) for several.
+  // How long the document stays wanted after the last request. Dashboards, scripts and
+  // `watch` poll every few seconds, scrapers every 15 to 60: a minute serves all of them
+  // at once from a current document, and a daemon nobody reads frees the document (and
+  // stops rendering it) a minute after the last look. Shorter would make a once-a-minute
+  // poller wait for a full publication (a few hundred milliseconds at 10,000 probes) on
+  // every request.
+  static constexpr Duration kWantedFor = std::chrono::seconds(60);
+
+  // While the document is wanted (see the top of this file), publishes it when something
+  // changed and the last publication is at least kPublishInterval (kReadingsInterval for
+  // readings only) before `now`, and at once when there is no current publication. The
+  // next document is written in order into one buffer: the head (breakers, configuration,
+  // actions, pause) when the publication starts, then every entry, those that changed
+  // rendered anew, the others copied from the last publication, in slices of at most
+  // kRenderSlice renderings and about kCopySlice bytes, a slice per call at most every
+  // kSliceSpacing; it is published when the last slice is done. At 10,000 probes,
+  // rendering every new reading in one go stalled the loop for tens of milliseconds once a
+  // second, and copying the whole document (megabytes) for several.
   // A change after the publication started (an entry after its slice, the head at all) goes
   // out in the next one. Returns when to call again: `now` while a publication is under way,
   // the end of the interval while a change waits for it, nullopt when nothing is pending.
+  // Once kWantedFor has passed since the last request it releases the documents instead and
+  // returns nullopt; the runtime calls it after every loop iteration (the sweep wakes the
+  // loop every 100 ms), so the release comes on the first call after that moment.
   // Loop thread only.
   std::optional<TimePoint> MaybePublish(TimePoint now);
 
@@ -93,9 +129,31 @@ class StatusBoard final : public RuntimeObserver {
   static constexpr size_t kCopySlice = size_t{1} << 20;
   static constexpr Duration kSliceSpacing = std::chrono::milliseconds(1);
 
-  // The last published document ("{}" before the first). Any thread; never blocks on
-  // rendering.
+  // The current publication: null before the first and after a release. Any thread;
+  // never blocks on rendering, and does not make the document wanted.
   std::shared_ptr<const std::string> Published() const;
+
+  // Makes the document wanted: the loop's next MaybePublish() counts kWantedFor from then.
+  // Any thread; never blocks.
+  void Want();
+
+  // What an HTTP request for the document calls: Want(), then the current publication at
+  // once if there is one; otherwise wakes the loop (SetWake) and waits up to `wait` for the
+  // publication to complete. Null when none completed within `wait`. Any thread but the
+  // loop's (which would wait for itself).
+  std::shared_ptr<const std::string> Request(Duration wait);
+
+  // The loop is stopping and will publish no more: Request() returns the current
+  // publication or null at once, and requests waiting return. Any thread.
+  void StopRequests();
+
+  // How Request() wakes the loop when it has to wait. Set once, before any thread may
+  // call Request(); called from those threads, so it must be thread-safe and must not block.
+  void SetWake(std::function<void()> wake);
+
+  // The bytes held for publication: the published document and the one being written
+  // (capacity). 0 after a release. Loop thread only.
+  size_t HeldBytes() const;
 
  private:
   // Names, types, labels and the probes a rule reads are read from the configuration the
@@ -109,11 +167,11 @@ class StatusBoard final : public RuntimeObserver {
     bool config_error = false;
     std::optional<TimePoint> evaluated_at;
     // Where this entry's JSON is in the last publication (in the one being written once
-    // its slice is done; length 0: never rendered), and whether it changed since. Only
-    // changed entries are rendered again: with thousands of probes reporting, rendering
-    // them all 10 times a second was most of the daemon's CPU and stalled the loop. Each
-    // entry kept its own copy of its rendering once, which held the document twice over
-    // (~0.7 KB per probe and rule, bench/RESULTS.md).
+    // its slice is done; length 0: never rendered, or its publication was released), and
+    // whether it changed since. Only changed entries are rendered again: with thousands of
+    // probes reporting, rendering them all 10 times a second was most of the daemon's CPU
+    // and stalled the loop. Each entry kept its own copy of its rendering once, which held
+    // the document twice over (~0.7 KB per probe and rule, bench/RESULTS.md).
     size_t offset = 0;
     size_t length = 0;
     bool changed = true;
@@ -179,6 +237,10 @@ class StatusBoard final : public RuntimeObserver {
   static std::string RenderProbe(const ProbeEntry& probe);
   std::string RenderRule(size_t index) const;
 
+  // Drops the published document and any half-written one, and every entry's place in
+  // them: the next publication renders every entry anew.
+  void Release();
+
   bool publishing_ = false;  // a publication is being written, slice by slice
   std::string next_;         // the publication being written
   TimePoint last_slice_;
@@ -187,8 +249,19 @@ class StatusBoard final : public RuntimeObserver {
   bool readings_changed_ = false;  // a probe reported since the last publication
   std::optional<TimePoint> last_publish_;
 
+  size_t last_size_ = 0;  // the last publication's size: the next one's reserve
+  // Until when the document is wanted (nullopt: not wanted). Loop thread only.
+  std::optional<TimePoint> wanted_until_;
+
+  // Set by Want() and Request() on any thread, taken by MaybePublish() on the loop's.
+  std::atomic<bool> requested_{false};
+  std::function<void()> wake_;  // set before the HTTP threads start, then only called
+
   mutable std::mutex published_mutex_;
+  std::condition_variable published_cv_;  // notified when a publication completes
+  bool requests_stopped_ = false;         // under published_mutex_
   // Written by the loop thread only (under the mutex), so the loop reads it without one.
+  // Null while there is no current publication (before the first, after a release).
   std::shared_ptr<const std::string> published_;
 };
 

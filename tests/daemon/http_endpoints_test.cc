@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "daemon/metrics.h"
@@ -116,6 +118,7 @@ TEST_CASE("http endpoints serve metrics, health and status, and refuse the rest"
   Metrics metrics;
   StatusBoard status;
   status.SetPausedUntil(FromMillis(60'000));
+  status.Want();  // published before the server starts: every request is served at once
   REQUIRE_FALSE(status.MaybePublish(FromMillis(0)).has_value());
   auto http = HttpEndpoints::Start(Loopback(), metrics, status);
   REQUIRE(http);
@@ -223,6 +226,54 @@ TEST_CASE("http endpoints on IPv6 loopback serve, or say civetweb cannot", "[htt
     return;
   }
   CHECK(Request((*http)->port(), "GET", "/healthz", /*ipv6=*/true).status == 200);
+}
+
+TEST_CASE("http endpoints: the first status request waits for the loop to publish", "[http]") {
+  Metrics metrics;
+  StatusBoard status;
+  status.SetPausedUntil(FromMillis(60'000));
+  std::atomic<int> wakes{0};
+  status.SetWake([&wakes] { ++wakes; });
+  auto http = HttpEndpoints::Start(Loopback(), metrics, status);
+  REQUIRE(http);
+  const int port = (*http)->port();
+  REQUIRE(status.Published() == nullptr);
+
+  // The loop, on its own thread: it publishes only once a request made the document wanted.
+  std::atomic<bool> stop{false};
+  std::thread loop([&] {
+    for (int64_t ms = 1000; !stop; ++ms) {
+      status.MaybePublish(FromMillis(ms));
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  });
+  const Response first = Request(port, "GET", "/api/v1/status");
+  const Response second = Request(port, "GET", "/api/v1/status");
+  stop = true;
+  loop.join();
+  CHECK(first.status == 200);
+  CHECK(first.headers.find("Content-Type: application/json") != std::string::npos);
+  CHECK(first.body == status.Json());
+  CHECK(nlohmann::json::parse(first.body)["paused_until"] == "1970-01-01T00:01:00.000Z");
+  CHECK(second.body == first.body);
+  CHECK(wakes == 1);  // the second found the publication: no wake-up, no wait
+}
+
+TEST_CASE("http endpoints: a status request that nothing publishes gets a 503 in JSON", "[http]") {
+  Metrics metrics;
+  StatusBoard status;
+  HttpOptions options;
+  options.status_wait = milliseconds(200);
+  auto http = HttpEndpoints::Start(Loopback(), metrics, status, options);
+  REQUIRE(http);
+  const auto start = std::chrono::steady_clock::now();
+  const Response refused = Request((*http)->port(), "GET", "/api/v1/status");
+  CHECK(std::chrono::steady_clock::now() - start >= milliseconds(200));
+  CHECK(refused.status == 503);
+  CHECK(refused.headers.find("Content-Type: application/json") != std::string::npos);
+  CHECK(refused.headers.find("Retry-After: 1") != std::string::npos);
+  const nlohmann::json body = nlohmann::json::parse(refused.body);
+  CHECK(body["error"].get<std::string>().find("not published within 200ms") != std::string::npos);
 }
 
 }  // namespace

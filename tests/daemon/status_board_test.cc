@@ -3,9 +3,13 @@
 #include <stdlib.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "daemon/config.h"
 
@@ -288,7 +292,8 @@ TEST_CASE("status board publishes changes at most every 100ms", "[status_board]"
   ConfigFolder folder(kRules);
   Config config = folder.Load();
   StatusBoard board;
-  CHECK(*board.Published() == "{}");
+  board.Want();  // an HTTP reader asked for the document
+  CHECK(board.Published() == nullptr);
   board.OnConfigApplied(config, FromMillis(0));
   CHECK(board.dirty());
   CHECK_FALSE(board.MaybePublish(FromMillis(1000)).has_value());
@@ -316,6 +321,7 @@ TEST_CASE("status board publishes readings once a second, grades within 100ms", 
   ConfigFolder folder(kRules);
   Config config = folder.Load();
   StatusBoard board;
+  board.Want();  // an HTTP reader asked for the document
   board.OnConfigApplied(config, FromMillis(0));
   CHECK_FALSE(board.MaybePublish(FromMillis(1000)).has_value());
   const ProbeSpec& api = config.probes[0]->spec();
@@ -356,16 +362,17 @@ TEST_CASE("status board renders a large publication in slices, one per call", "[
   ConfigFolder folder(rules);
   Config config = folder.Load();
   StatusBoard board;
+  board.Want();  // an HTTP reader asked for the document
   board.OnConfigApplied(config, FromMillis(0));
 
   // The first publication renders every entry: three slices, a millisecond apart.
   const auto first = board.MaybePublish(FromMillis(1000));
   REQUIRE(first.has_value());
   CHECK(*first == FromMillis(1001));  // the next slice, not the end of an interval
-  CHECK(*board.Published() == "{}");
+  CHECK(board.Published() == nullptr);
   CHECK(board.MaybePublish(FromMillis(1000)) == first);  // no second slice within 1 ms
   CHECK(board.MaybePublish(FromMillis(1001)) == std::optional<TimePoint>(FromMillis(1002)));
-  CHECK(*board.Published() == "{}");
+  CHECK(board.Published() == nullptr);
   CHECK_FALSE(board.MaybePublish(FromMillis(1002)).has_value());
   CHECK(json::parse(*board.Published())["probes"].size() == kProbes);
 
@@ -400,6 +407,7 @@ TEST_CASE("status board: a reload during a sliced publication starts it again", 
   ConfigFolder big(probes(2 * StatusBoard::kRenderSlice + 44));
   Config before = big.Load();
   StatusBoard board;
+  board.Want();  // an HTTP reader asked for the document
   board.OnConfigApplied(before, FromMillis(0));
   REQUIRE(board.MaybePublish(FromMillis(1000)) == std::optional<TimePoint>(FromMillis(1001)));
 
@@ -475,6 +483,7 @@ TEST_CASE("status board: copying a large document into place is sliced too", "[s
   ConfigFolder folder(rules);
   const Config config = folder.Load();
   StatusBoard board;
+  board.Want();  // an HTTP reader asked for the document
   board.OnConfigApplied(config, FromMillis(0));
   std::optional<TimePoint> next = FromMillis(1000);
   while (next) next = board.MaybePublish(*next);
@@ -494,6 +503,208 @@ TEST_CASE("status board: copying a large document into place is sliced too", "[s
   CHECK(slices <= size / StatusBoard::kCopySlice + 1);
   CHECK(json::parse(*board.Published())["probes"][0]["fields"]["status"] == 200.0);
   CHECK(*board.Published() == board.Json());
+}
+
+std::string ManyProbes(size_t count) {
+  std::string text;
+  for (size_t i = 0; i < count; ++i) {
+    text += "[probe p" + std::to_string(i) +
+            "]\ntype = tcp\naddress = 127.0.0.1:1\ninterval = 1s\ntimeout = 500ms\n";
+  }
+  return text;
+}
+
+// Calls MaybePublish as the loop would, from `now` on, until it has nothing pending.
+void PublishAll(StatusBoard& board, TimePoint now) {
+  std::optional<TimePoint> next = now;
+  for (int calls = 0; next && calls < 10'000; ++calls) next = board.MaybePublish(*next);
+  REQUIRE_FALSE(next.has_value());
+}
+
+TEST_CASE("status board renders nothing for readers until one asks", "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  const ProbeSpec& api = config.probes[0]->spec();
+  for (int64_t t = 1000; t <= 5000; t += 1000) {
+    board.OnProbeResult(api, Up(200), FromMillis(t));
+    CHECK_FALSE(board.MaybePublish(FromMillis(t)).has_value());
+  }
+  CHECK(board.Published() == nullptr);
+  CHECK(board.HeldBytes() == 0);
+  // `rollguard status` renders on demand, as before.
+  CHECK(Document(board)["probes"][0]["fields"]["status"] == 200.0);
+
+  // A request that finds nothing (and does not wait here): the loop's next call publishes
+  // at once, whatever the intervals say.
+  CHECK(board.Request(Duration::zero()) == nullptr);
+  CHECK_FALSE(board.MaybePublish(FromMillis(5001)).has_value());
+  REQUIRE(board.Published() != nullptr);
+  CHECK(*board.Published() == board.Json());
+  CHECK(board.HeldBytes() >= board.Published()->size());
+  CHECK(board.Request(Duration::zero()) == board.Published());  // served at once
+}
+
+TEST_CASE("status board keeps the document for kWantedFor after the last request, then frees it",
+          "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  RuleSet& rules = *config.rules;
+  const ProbeSpec& api = config.probes[0]->spec();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  board.Want();
+  CHECK_FALSE(board.MaybePublish(FromMillis(1000)).has_value());
+  REQUIRE(board.Published() != nullptr);
+
+  // While wanted, the usual rules: a change waits for the 100ms interval.
+  board.SetPausedUntil(FromMillis(90'000));
+  CHECK(board.MaybePublish(FromMillis(1050)) == std::optional<TimePoint>(FromMillis(1100)));
+  CHECK_FALSE(board.MaybePublish(FromMillis(1100)).has_value());
+  CHECK(json::parse(*board.Published())["paused_until"] == FormatIso8601(FromMillis(90'000)));
+
+  // A later request is served at once and keeps the document kWantedFor from then on.
+  CHECK(board.Request(Duration::zero()) == board.Published());
+  CHECK_FALSE(board.MaybePublish(FromMillis(30'000)).has_value());
+  const TimePoint until = FromMillis(30'000) + StatusBoard::kWantedFor;
+  CHECK_FALSE(board.MaybePublish(until - Duration{1}).has_value());
+  const std::shared_ptr<const std::string> held = board.Published();
+  REQUIRE(held != nullptr);
+
+  // Then nobody asked for kWantedFor: the document goes. A reader still holding it keeps
+  // an intact copy until it lets go.
+  CHECK_FALSE(board.MaybePublish(until).has_value());
+  CHECK(board.Published() == nullptr);
+  CHECK(board.HeldBytes() == 0);
+  CHECK(json::parse(*held)["paused_until"] == FormatIso8601(FromMillis(90'000)));
+
+  // Not wanted: what observers report is tracked, nothing is rendered for readers.
+  const TimePoint later = until + std::chrono::seconds(1);
+  const ProbeResult failing = Up(503);
+  board.OnProbeResult(api, failing, later);
+  rules.Record("api", later, failing);
+  const RuleOutcome outcome = rules.Evaluate(0, later);
+  REQUIRE(outcome.grade == Grade::kCritical);
+  board.OnRuleEvaluated(rules, 0, outcome, later);
+  board.SetPausedUntil(std::nullopt);
+  CHECK_FALSE(board.MaybePublish(later + std::chrono::seconds(1)).has_value());
+  CHECK(board.Published() == nullptr);
+  CHECK(board.HeldBytes() == 0);
+
+  // The next request gets a document rendered anew from that state, at once.
+  board.Want();
+  CHECK_FALSE(board.MaybePublish(later + std::chrono::seconds(2)).has_value());
+  REQUIRE(board.Published() != nullptr);
+  const json doc = json::parse(*board.Published());
+  CHECK(doc["rules"][0]["grade"] == "critical");
+  CHECK(doc["probes"][0]["fields"]["status"] == 503.0);
+  CHECK(doc["paused_until"].is_null());
+  CHECK(*board.Published() == board.Json());
+
+  // A board that only saw the final state renders the same bytes.
+  StatusBoard fresh;
+  fresh.OnConfigApplied(config, FromMillis(0));
+  fresh.OnProbeResult(api, failing, later);
+  fresh.OnRuleEvaluated(rules, 0, outcome, later);
+  CHECK(fresh.Json() == *board.Published());
+}
+
+TEST_CASE("status board: a release drops a half-written publication too", "[status_board]") {
+  ConfigFolder folder(ManyProbes(2 * StatusBoard::kRenderSlice + 44));
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  board.Want();
+  PublishAll(board, FromMillis(1000));
+  const size_t size = board.Published()->size();
+
+  // Every probe reports: the next publication is under way, a slice written.
+  for (const auto& probe : config.probes)
+    board.OnProbeResult(probe->spec(), Up(200), FromMillis(2500));
+  REQUIRE(board.MaybePublish(FromMillis(3000)) == std::optional<TimePoint>(FromMillis(3001)));
+  CHECK(board.HeldBytes() > size);
+
+  // Nobody asked since: both go, mid-publication.
+  CHECK_FALSE(board.MaybePublish(FromMillis(1000) + StatusBoard::kWantedFor).has_value());
+  CHECK(board.Published() == nullptr);
+  CHECK(board.HeldBytes() == 0);
+
+  // The entries' places in the dropped documents are forgotten: a new request gets every
+  // entry rendered anew, the same bytes as afresh.
+  board.OnProbeResult(config.probes[1]->spec(), Up(503), FromMillis(70'000));
+  board.Want();
+  PublishAll(board, FromMillis(80'000));
+  REQUIRE(board.Published() != nullptr);
+  CHECK(*board.Published() == board.Json());
+  const json doc = json::parse(*board.Published());
+  REQUIRE(doc["probes"].size() == config.probes.size());
+  CHECK(doc["probes"][0]["fields"]["status"] == 200.0);
+  CHECK(doc["probes"][1]["fields"]["status"] == 503.0);
+  CHECK(doc["probes"][config.probes.size() - 1]["fields"]["status"] == 200.0);
+}
+
+TEST_CASE("status board: requests without a publication wake the loop and share one",
+          "[status_board]") {
+  ConfigFolder folder(ManyProbes(2 * StatusBoard::kRenderSlice + 44));
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  std::mutex mutex;
+  std::condition_variable woken;
+  int wakes = 0;
+  board.SetWake([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++wakes;
+    woken.notify_all();
+  });
+
+  std::shared_ptr<const std::string> got[2];
+  std::thread readers[2];
+  for (int i = 0; i < 2; ++i) {
+    readers[i] =
+        std::thread([&board, &got, i] { got[i] = board.Request(std::chrono::seconds(20)); });
+  }
+  {
+    // This thread is the loop: it publishes once both readers woke it.
+    std::unique_lock<std::mutex> lock(mutex);
+    REQUIRE(woken.wait_for(lock, std::chrono::seconds(20), [&] { return wakes == 2; }));
+  }
+  std::optional<TimePoint> next = FromMillis(1000);
+  int slices = 0;
+  while (next) {
+    next = board.MaybePublish(*next);
+    ++slices;
+  }
+  for (std::thread& reader : readers) reader.join();
+  CHECK(slices == 3);  // one publication, in its slices
+  REQUIRE(got[0] != nullptr);
+  CHECK(got[0] == got[1]);
+  CHECK(*got[0] == board.Json());
+}
+
+TEST_CASE("status board: a request gives up after its wait when nothing publishes",
+          "[status_board]") {
+  StatusBoard board;
+  int wakes = 0;
+  board.SetWake([&wakes] { ++wakes; });
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(board.Request(std::chrono::milliseconds(50)) == nullptr);
+  CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(50));
+  CHECK(wakes == 1);
+}
+
+TEST_CASE("status board: a stopping loop lets waiting requests go at once", "[status_board]") {
+  StatusBoard board;
+  std::shared_ptr<const std::string> got = std::make_shared<const std::string>("unset");
+  std::thread reader([&board, &got] { got = board.Request(std::chrono::seconds(20)); });
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  board.StopRequests();
+  reader.join();
+  CHECK(got == nullptr);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+  CHECK(board.Request(std::chrono::seconds(20)) == nullptr);  // at once
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,58 @@ def test_endpoints_status_health_and_refusals(config, daemons, target):
     assert get(port, "/metrics", method="PUT")[0] == 405
     daemon.stop()
 
+
+# StatusBoard::kWantedFor (60 s) after the last request, plus the sweep that releases it.
+STATUS_RELEASED_AFTER = 63
+
+
+def test_status_is_published_on_demand_and_again_after_a_release(config, daemons, target,
+                                                                 rollback):
+    """No status document is kept while nobody reads it: the first requests wait for a whole,
+    current one; a minute after the last request it is released, and the next request gets
+    a whole, current one again."""
+    daemon = daemons(config)
+    port = bound_port(daemon)
+    # Readiness through /metrics: a status request would make the document wanted.
+    wait_metric(port, 'rollguard_probe_duration_seconds_count{probe="api",type="http"}',
+                lambda v: v >= 1, ">= 1")
+
+    def complete(body):
+        doc = json.loads(body)
+        assert doc["config"]["path"] == str(config.main)
+        assert [probe["name"] for probe in doc["probes"]] == ["api"]
+        assert doc["probes"][0]["reported_at"] is not None  # reported before the request
+        assert [rule["name"] for rule in doc["rules"]] == ["api"]
+        assert doc["breakers"][0]["name"] == "default"
+        return doc
+
+    # Concurrent first requests: none of them sees a placeholder.
+    with ThreadPoolExecutor(3) as pool:
+        first = list(pool.map(lambda _: get(port, "/api/v1/status"), range(3)))
+    for status, headers, body in first:
+        assert status == 200, body
+        assert headers["Content-Type"] == "application/json"
+        assert complete(body)["last_actions"] == []
+    asked = time.monotonic()
+
+    # Nobody asks for over a minute; meanwhile the target fails and the rollback runs.
+    target.set_mode("error")
+    wait_metric(port, 'rollguard_actions_total{action="rollback",result="ok"}', lambda v: v == 1,
+                "== 1 after the rollback ran")
+    time.sleep(max(0.0, asked + STATUS_RELEASED_AFTER - time.monotonic()))
+
+    # The document was released: this request waits for a new one, rendered from what the
+    # daemon tracked meanwhile.
+    status, _, body = get(port, "/api/v1/status")
+    assert status == 200, body
+    doc = complete(body)
+    assert doc["rules"][0]["grade"] == "critical"
+    assert doc["last_actions"][0]["action"] == "rollback"
+    assert doc["last_actions"][0]["result"] == "ok"
+    # And the next requests are served from the current publication.
+    status, _, body = get(port, "/api/v1/status")
+    assert status == 200 and complete(body)["rules"][0]["grade"] == "critical"
+    daemon.stop()
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
