@@ -402,6 +402,9 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
     wanted_until_ = now + kWantedFor;
   }
   if (!wanted_until_) return std::nullopt;
+  // The clock is the wall clock: stepped back, it would keep the document for as long as
+  // the step. Never more than kWantedFor from now.
+  if (*wanted_until_ - now > kWantedFor) wanted_until_ = now + kWantedFor;
   if (now >= *wanted_until_) {
     Release();
     return std::nullopt;

@@ -707,5 +707,23 @@ TEST_CASE("status board: a stopping loop lets waiting requests go at once", "[st
   CHECK(board.Request(std::chrono::seconds(20)) == nullptr);  // at once
 }
 
+TEST_CASE("status board: a wall clock stepped back keeps the document no longer than kWantedFor",
+          "[status_board]") {
+  ConfigFolder folder(kRules);
+  Config config = folder.Load();
+  StatusBoard board;
+  board.OnConfigApplied(config, FromMillis(0));
+  board.Want();
+  const TimePoint asked = FromMillis(10'000'000);
+  CHECK_FALSE(board.MaybePublish(asked).has_value());
+  REQUIRE(board.Published() != nullptr);
+  // The clock steps back an hour: the document stays kWantedFor from then, not an hour more.
+  const TimePoint stepped = asked - std::chrono::hours(1);
+  CHECK_FALSE(board.MaybePublish(stepped).has_value());
+  CHECK(board.Published() != nullptr);
+  CHECK_FALSE(board.MaybePublish(stepped + StatusBoard::kWantedFor).has_value());
+  CHECK(board.Published() == nullptr);
+}
+
 }  // namespace
 }  // namespace rollguard
