@@ -6,7 +6,7 @@
 namespace rollguard {
 
 ProbeHistory::ProbeHistory(size_t slots, Duration retention, size_t max_samples)
-    : slots_(slots), retention_(retention), max_samples_(std::max<size_t>(max_samples, 2)) {}
+    : slots_(slots), retention_(retention), max_samples_(std::max<size_t>(max_samples, 1)) {}
 
 void ProbeHistory::Grow() {
   const size_t new_capacity = std::min(max_samples_, std::max(kFirstCapacity, capacity_ * 2));

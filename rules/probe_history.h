@@ -7,8 +7,9 @@
 // max_samples and is reused after that, so a steady probe stops allocating once its ring
 // is full.
 //
-// Memory: there is a ring per probe, so its size is paid thousands of times over. A rule
-// without windows keeps 2x the interval, 3 samples; the ring starts at 4 of them, and a
+// Memory: there is a ring per probe, so its size is paid thousands of times over. A probe
+// no window reads keeps its latest sample only (max_samples 1); a window of at most 2x
+// the interval keeps about 3 samples; the ring starts at 4 of them (or max_samples), and a
 // cell is 24 bytes, its text (rare: json strings, systemd states) on the heap only when
 // there is one. At 8 samples of 48-byte cells the rings were ~1.2 KB of every probe's
 // ~10 KB (bench/RESULTS.md).
@@ -71,7 +72,8 @@ class ProbeHistory {
   size_t size() const { return size_; }
   size_t slots() const { return slots_; }
   size_t capacity() const { return capacity_; }
-  // The ring's first size: enough for a rule without windows (2x the interval, 3 samples).
+  // The ring's first size (max_samples if smaller): enough for a short window (2x the
+  // interval, 3 samples).
   static constexpr size_t kFirstCapacity = 4;
   // 0 is the oldest sample, size() - 1 the latest. REQUIRES: i < size().
   TimePoint time(size_t i) const { return times_[Physical(i)]; }

@@ -152,6 +152,49 @@ TEST_CASE("probe history never holds more than its sample cap", "[rules][window]
   CHECK(history.cells(15)[1].text == "v99");
 }
 
+TEST_CASE("a probe history of one sample keeps the latest, in one slot", "[rules][window]") {
+  ProbeHistory history(2, std::chrono::seconds(2), 1);
+  for (int i = 0; i < 5; ++i) {
+    Cell* cells = history.Append(At(std::chrono::seconds(i)));
+    cells[0].kind = Cell::Kind::kNumber;
+    cells[0].number = i;
+    cells[1].kind = Cell::Kind::kString;
+    cells[1].text = "v" + std::to_string(i);
+  }
+  CHECK(history.size() == 1);
+  CHECK(history.capacity() == 1);
+  CHECK(history.time(0) == At(4s));
+  CHECK(history.cells(0)[0].number == 4);
+  CHECK(history.cells(0)[1].text == "v4");
+}
+
+TEST_CASE("a probe no window reads grades on its latest result", "[rules][window]") {
+  // Its history keeps one sample (RuleSet::Compile): references, absent() and age() read
+  // the latest result, and each new one replaces the last.
+  std::vector<ProbeDeclaration> probes = {{"api", "http", std::chrono::seconds(1), {"p", 1}}};
+  auto rules = CompileRules(R"(
+[rule t]
+critical = api.status >= 500
+warning  = absent(api.json.version)
+)",
+                            probes);
+  INFO((rules.ok() ? std::string() : rules.error().message));
+  REQUIRE(rules.ok());
+  auto report = [&](int status, bool with_version, std::chrono::milliseconds at) {
+    ProbeResult result = Up();
+    result.fields["status"] = static_cast<double>(status);
+    if (with_version) result.fields["json.version"] = std::string("1.2");
+    rules->Record("api", At(at), result);
+    return EvaluateRule(*rules, "t", At(at)).grade;
+  };
+  CHECK(report(200, true, 1000ms) == Grade::kExcellent);
+  CHECK(report(503, true, 2000ms) == Grade::kCritical);
+  CHECK(report(200, false, 3000ms) == Grade::kWarning);
+  CHECK(report(200, true, 4000ms) == Grade::kExcellent);
+  CHECK(report(200, true, 4500ms) == Grade::kExcellent);
+  CHECK(report(500, false, 5000ms) == Grade::kCritical);
+}
+
 TEST_CASE("a rule's windows keep enough history on a fast probe", "[rules][window]") {
   std::vector<ProbeDeclaration> probes = {{"api", "http", std::chrono::seconds(1), {"p", 1}}};
   RuleSet rules = MustCompile(
