@@ -152,11 +152,7 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   probe_configs_ = config.probes;
   dirty_ = true;
   // A publication under way was written from the entries just replaced: start it again.
-  publishing_ = false;
-  round_cursor_ = 0;
-  // Swapped, not assigned: libstdc++ assigns an empty string into the buffer it already
-  // has, which would keep the half-written document's megabytes.
-  std::string().swap(next_);
+  AbandonPublication();
 }
 
 void StatusBoard::OnReloadFailed(const std::string& error, TimePoint now) {
@@ -462,11 +458,17 @@ std::optional<TimePoint> StatusBoard::MaybePublish(TimePoint now) {
   return std::nullopt;
 }
 
-void StatusBoard::Release() {
-  wanted_until_.reset();
+void StatusBoard::AbandonPublication() {
   publishing_ = false;
   round_cursor_ = 0;
-  std::string().swap(next_);  // as in OnConfigApplied: its buffer goes too
+  // Swapped, not assigned: libstdc++ assigns an empty string into the buffer it already
+  // has, which would keep the half-written document's megabytes.
+  std::string().swap(next_);
+}
+
+void StatusBoard::Release() {
+  wanted_until_.reset();
+  AbandonPublication();
   for (ProbeEntry& probe : probes_) probe.length = 0;
   for (RuleEntry& rule : rules_) rule.length = 0;
   std::shared_ptr<const std::string> released;

@@ -240,6 +240,8 @@ class StatusBoard final : public RuntimeObserver {
   // Drops the published document and any half-written one, and every entry's place in
   // them: the next publication renders every entry anew.
   void Release();
+  // Stops the publication being written, if any, and frees its buffer.
+  void AbandonPublication();
 
   bool publishing_ = false;  // a publication is being written, slice by slice
   std::string next_;         // the publication being written
