@@ -93,6 +93,15 @@ struct Fixture {
 
   size_t Index(const std::string& rule) { return *config.rules->Find(rule); }
 
+  // The configuration after rules.d/api.rules is rewritten to `rules`, as a reload reads it.
+  Config Reloaded(const std::string& rules) {
+    dir.Write("rules.d/api.rules", rules);
+    LoadedConfig reloaded = LoadConfig(config.path);
+    INFO(reloaded.error.message);
+    REQUIRE(reloaded.config.has_value());
+    return std::move(*reloaded.config);
+  }
+
   std::vector<Delivery> Evaluate(const std::string& rule, Grade previous, Grade grade,
                                  bool previous_known = true) {
     RuleOutcome outcome;
@@ -343,16 +352,14 @@ TEST_CASE("held and stale rules say so", "[notifier]") {
 TEST_CASE("a rule a reload removes while alerting is resolved", "[notifier]") {
   Fixture f;
   f.Evaluate("db", Grade::kGood, Grade::kCritical);
-  f.dir.Write("rules.d/api.rules", R"(
+  const Config reloaded = f.Reloaded(R"(
 [probe api]
 type = http
 url = http://127.0.0.1:9/health
 [rule api]
 critical = not api
 )");
-  LoadedConfig reloaded = LoadConfig(f.config.path);
-  REQUIRE(reloaded.config.has_value());
-  const auto sent = f.router.Configure(*reloaded.config, f.now);
+  const auto sent = f.router.Configure(reloaded, f.now);
   REQUIRE(Describe(sent) == V{"pager resolved"});
   CHECK(sent[0].notification.previous == Grade::kCritical);
   CHECK(sent[0].notification.reason == "the rule was removed from the configuration");
@@ -365,16 +372,14 @@ TEST_CASE("a rule a reload removes is resolved with its old labels and breakers"
   report.max_actions = 3;
   f.router.OnBreakers({report}, f.now);
   f.Evaluate("api", Grade::kGood, Grade::kCritical);
-  f.dir.Write("rules.d/api.rules", R"(
+  const Config reloaded = f.Reloaded(R"(
 [probe api]
 type = http
 url = http://127.0.0.1:9/health
 [rule db]
 critical = not api
 )");
-  LoadedConfig reloaded = LoadConfig(f.config.path);
-  REQUIRE(reloaded.config.has_value());
-  const auto sent = f.router.Configure(*reloaded.config, f.now + 1min);
+  const auto sent = f.router.Configure(reloaded, f.now + 1min);
   REQUIRE(Describe(sent) == V{"slack resolved", "pager resolved"});
   const Notification& n = sent[0].notification;
   CHECK(n.rule == "api");
@@ -383,19 +388,17 @@ critical = not api
   CHECK(n.breakers[0].name == "default");
   CHECK(n.previous_since == f.now);
   // Resolved once: its state went with it.
-  CHECK(f.router.Configure(*reloaded.config, f.now + 2min).empty());
+  CHECK(f.router.Configure(reloaded, f.now + 2min).empty());
 }
 
 TEST_CASE("a rule a reload keeps keeps its state, whichever RuleSet is evaluated", "[notifier]") {
   Fixture f;
   f.Evaluate("api", Grade::kGood, Grade::kCritical);
   const TimePoint entered = f.now;
-  f.dir.Write("rules.d/api.rules",
-              std::string(kRules) + "\n[rule extra]\ncritical = not api\nnotify = slack\n");
-  LoadedConfig reloaded = LoadConfig(f.config.path);
-  REQUIRE(reloaded.config.has_value());
-  REQUIRE(reloaded.config->rules != f.config.rules);
-  CHECK(f.router.Configure(*reloaded.config, f.now + 1min).empty());
+  const Config reloaded =
+      f.Reloaded(std::string(kRules) + "\n[rule extra]\ncritical = not api\nnotify = slack\n");
+  REQUIRE(reloaded.rules != f.config.rules);
+  CHECK(f.router.Configure(reloaded, f.now + 1min).empty());
 
   // Still critical, unchanged: the reminder keeps its hour from before the reload.
   RuleOutcome same;
@@ -403,9 +406,9 @@ TEST_CASE("a rule a reload keeps keeps its state, whichever RuleSet is evaluated
   same.grade = Grade::kCritical;
   same.previous_known = true;
   same.stale = false;
-  const size_t api = *reloaded.config->rules->Find("api");
-  CHECK(f.router.OnRuleEvaluated(*reloaded.config->rules, api, same, f.now + 59min).empty());
-  const auto reminder = f.router.OnRuleEvaluated(*reloaded.config->rules, api, same, f.now + 60min);
+  const size_t api = *reloaded.rules->Find("api");
+  CHECK(f.router.OnRuleEvaluated(*reloaded.rules, api, same, f.now + 59min).empty());
+  const auto reminder = f.router.OnRuleEvaluated(*reloaded.rules, api, same, f.now + 60min);
   REQUIRE(Describe(reminder) == V{"slack reminder"});
   CHECK(reminder[0].notification.grade_since == entered);
 
@@ -422,8 +425,8 @@ TEST_CASE("a rule a reload keeps keeps its state, whichever RuleSet is evaluated
   REQUIRE(Describe(old_set) == V{"slack grade_changed", "pager grade_changed"});
   CHECK(old_set[0].notification.previous_since == entered);
   CHECK(old_set[0].notification.labels.at("team") == "payments");
-  const size_t extra = *reloaded.config->rules->Find("extra");
-  const auto first = f.router.OnRuleEvaluated(*reloaded.config->rules, extra, worse, f.now);
+  const size_t extra = *reloaded.rules->Find("extra");
+  const auto first = f.router.OnRuleEvaluated(*reloaded.rules, extra, worse, f.now);
   CHECK(Describe(first) == V{"slack grade_changed"});
 
   // A verify failure finds the rule's state by name.
