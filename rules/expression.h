@@ -77,7 +77,8 @@ struct ExprNode {
   uint32_t begin = 0;  // source span [begin, end) in the expression text
   uint32_t end = 0;
   // kString: the unescaped value; kRef: the reference as written; functions: the name.
-  // An index into Expr::texts, -1 for none.
+  // An index into Expr::texts, -1 for none. Once bound, RuleSet keeps only kString's
+  // (KeepLiteralTextsOnly in rules/program.h).
   int32_t text = -1;
   // Filled in by the binder:
   int32_t probe = -1;  // kRef, window functions, kAge: index of the probe read

@@ -578,6 +578,23 @@ bool BindExpression(Expr* expr, bool condition, std::vector<ProbeData>* probes,
   return true;
 }
 
+void KeepLiteralTextsOnly(Expr* expr) {
+  size_t literals = 0;
+  for (const ExprNode& node : expr->nodes) literals += node.op == ExprOp::kString ? 1 : 0;
+  std::vector<std::string> kept;
+  kept.reserve(literals);
+  for (ExprNode& node : expr->nodes) {
+    if (node.text < 0) continue;
+    if (node.op == ExprOp::kString) {
+      kept.push_back(std::move(expr->texts[static_cast<size_t>(node.text)]));
+      node.text = static_cast<int32_t>(kept.size() - 1);
+    } else {
+      node.text = -1;
+    }
+  }
+  expr->texts = std::move(kept);
+}
+
 Truth TruthOf(const Value& value) {
   if (value.kind != Value::Kind::kNumber) return Truth::kUnknown;
   // NaN is a value, and like a comparison with NaN it is false.

@@ -238,6 +238,7 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
         CompiledCondition condition;
         condition.expr = std::move(parsed.expr);
         condition.expr.nodes.shrink_to_fit();  // kept as long as the configuration
+        KeepLiteralTextsOnly(&condition.expr);
         condition.level = level;
         condition.source = &source;
         CollectShown(condition.expr, condition.expr.root, &condition);
@@ -262,6 +263,7 @@ Result<RuleSet> RuleSet::Compile(std::vector<RuleDefinition> rules,
           parsed.error = std::move(error);
           break;
         }
+        KeepLiteralTextsOnly(&part.expr);
         const ValueType type = part.expr.nodes[part.expr.root].type;
         if (part.filter != SummaryFilter::kNone &&
             (type == ValueType::kString || type == ValueType::kBool)) {

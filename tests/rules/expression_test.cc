@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "rules/program.h"
 #include "tests/rules/rules_test_support.h"
 
 using namespace rollguard;
@@ -153,4 +154,60 @@ TEST_CASE("summary templates split into text and expressions with filters", "[ru
   const SummaryParse bad_expr = ParseSummary("ab {{ 1 + }}");
   REQUIRE(bad_expr.error.has_value());
   CHECK(bad_expr.error->offset == 10);
+}
+
+TEST_CASE("a bound expression keeps only its string literals and evaluates the same",
+          "[rules][expression]") {
+  std::vector<ProbeData> probes(2);
+  probes[0].name = "api";
+  probes[0].type = FindProbeType("http");
+  probes[1].name = "svc";
+  probes[1].type = FindProbeType("systemd");
+  for (ProbeData& probe : probes) probe.interval = std::chrono::seconds(10);
+  ExprParse parsed = ParseExpression(
+      "svc.state == \"failed\" or avg(api.latency, 1m) > 2 or svc.state != \"active\"", true);
+  REQUIRE_FALSE(parsed.error.has_value());
+  std::vector<int32_t> read;
+  ExprError error;
+  REQUIRE(BindExpression(&parsed.expr, true, &probes, &read, &error));
+  REQUIRE(parsed.expr.texts.size() == 6);  // 3 references, avg, 2 literals
+
+  Expr kept = parsed.expr;
+  KeepLiteralTextsOnly(&kept);
+  CHECK(kept.texts == std::vector<std::string>{"failed", "active"});
+  for (size_t i = 0; i < kept.nodes.size(); ++i) {
+    const ExprNode& node = kept.nodes[i];
+    CHECK(kept.Text(node) ==
+          (node.op == ExprOp::kString ? parsed.expr.Text(parsed.expr.nodes[i]) : ""));
+  }
+
+  for (ProbeData& probe : probes) {
+    probe.retention = std::chrono::minutes(1);
+    probe.history.emplace(probe.slots.size(), probe.retention, 100);
+  }
+  std::vector<double> scratch;
+  scratch.reserve(100);
+  int step = 0;
+  for (const char* state : {"failed", "active", "activating"}) {
+    INFO(state);
+    const TimePoint now = At(std::chrono::seconds(10 * ++step));
+    for (ProbeData& probe : probes) {
+      Cell* cells = probe.history->Append(now);
+      probe.reported = true;
+      probe.last_report = now;
+      for (size_t s = 0; s < probe.slots.size(); ++s) {
+        if (probe.slots[s] == "state") {
+          cells[s].kind = Cell::Kind::kString;
+          cells[s].text = state;
+        } else {
+          cells[s].kind = Cell::Kind::kNumber;
+          cells[s].number = 0.1;
+        }
+      }
+    }
+    EvalContext context{&probes, now, &scratch};
+    const Truth expected = EvaluateTruth(parsed.expr, parsed.expr.root, context);
+    CHECK(expected == (std::string(state) == "active" ? Truth::kFalse : Truth::kTrue));
+    CHECK(EvaluateTruth(kept, kept.root, context) == expected);
+  }
 }
