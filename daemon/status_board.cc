@@ -13,6 +13,7 @@ using nlohmann::json;
 json TimeOrNull(const std::optional<TimePoint>& t) {
   return t ? json(FormatIso8601(*t)) : json(nullptr);
 }
+json TimeOrNull(const OptionalTime& t) { return t ? json(FormatIso8601(*t)) : json(nullptr); }
 
 json FieldJson(const FieldValue& value) {
   if (const double* number = std::get_if<double>(&value)) return json(*number);  // NaN -> null
@@ -193,9 +194,8 @@ void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const Rule
   }
   if (found == nullptr) return;
   RuleEntry& entry = *found;
-  const std::optional<TimePoint> since = rules.grade_since(index) == TimePoint{}
-                                             ? std::nullopt
-                                             : std::optional<TimePoint>(rules.grade_since(index));
+  OptionalTime since;
+  if (rules.grade_since(index) != TimePoint{}) since = rules.grade_since(index);
   // Evaluations happen on every probe result; only a visible change makes the document
   // worth publishing again (evaluated_at alone does not). Fields are compared before they
   // are assigned, so an evaluation that changed nothing copies no string.

@@ -160,12 +160,12 @@ class StatusBoard final : public RuntimeObserver {
   // board holds (indexed_rules_, probe_configs_), not copied into every entry.
   struct RuleEntry {
     Grade grade = Grade::kExcellent;
-    std::optional<TimePoint> since;
+    OptionalTime since;
     bool stale = true;
     std::string reason;
     std::optional<std::string> held_by;
     bool config_error = false;
-    std::optional<TimePoint> evaluated_at;
+    OptionalTime evaluated_at;
     // Where this entry's JSON is in the last publication (in the one being written once
     // its slice is done; length 0: never rendered, or its publication was released), and
     // whether it changed since. Only changed entries are rendered again: with thousands of
@@ -188,7 +188,7 @@ class StatusBoard final : public RuntimeObserver {
   struct ProbeEntry {
     const ProbeSpec* spec = nullptr;  // in probe_configs_
     std::optional<LastResult> last;
-    std::optional<TimePoint> reported_at;
+    OptionalTime reported_at;
     size_t offset = 0;  // as in RuleEntry
     size_t length = 0;
     bool changed = true;

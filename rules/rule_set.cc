@@ -28,7 +28,7 @@ struct CompiledCondition {
 };
 
 struct ConditionState {
-  std::optional<TimePoint> true_since;  // first evaluation of the current true streak
+  OptionalTime true_since;  // first evaluation of the current true streak
 };
 
 struct RuleState {
@@ -38,9 +38,9 @@ struct RuleState {
   bool stale = true;
   std::string reason;
   TimePoint condition_since{};
-  std::optional<TimePoint> stale_since;
+  OptionalTime stale_since;
   // better_since[g]: since when every evaluation allowed a grade of g or better.
-  std::optional<TimePoint> better_since[kGradeCount];
+  OptionalTime better_since[kGradeCount];
   std::vector<ConditionState> conditions;
 };
 

@@ -45,3 +45,18 @@ TEST_CASE("durations format back to their shortest spelling", "[time]") {
   CHECK(FormatDuration(25h) == "1d1h");
   CHECK(FormatIso8601(FromMillis(1'700'000'000'123)) == "2023-11-14T22:13:20.123Z");
 }
+
+TEST_CASE("an OptionalTime is empty until set, holds any time a clock gives, and resets",
+          "[time]") {
+  OptionalTime since;
+  CHECK_FALSE(since);
+  for (const TimePoint time :
+       {TimePoint{}, FromMillis(-1), FromMillis(1'700'000'000'000), TimePoint::max()}) {
+    since = time;
+    REQUIRE(since);
+    CHECK(*since == time);
+  }
+  since.reset();
+  CHECK_FALSE(since);
+  CHECK(sizeof(OptionalTime) == sizeof(TimePoint));
+}
