@@ -8,9 +8,9 @@
 namespace rollguard {
 
 struct ProbeTypeInfo {
-  std::string_view type;                 // "http", "tcp", ...
-  std::string_view primary_field;        // used when a rule names the probe bare
-  std::vector<std::string_view> fields;  // fixed fields, primary first; includes up/latency
+  std::string_view type;                         // "http", "tcp", ...
+  std::string_view primary_field;                // used when a rule names the probe bare
+  std::vector<std::string_view> fields;          // fixed fields, primary first; includes up/latency
   std::vector<std::string_view> field_prefixes;  // open families: "json.", "perf.", "phase."
   std::vector<std::string_view> string_fields;   // fields whose values are strings
 };

@@ -20,8 +20,8 @@ std::optional<IniEntry> SectionReader::Single(std::string_view key) {
   for (const IniEntry& entry : section_.entries) {
     if (entry.key != key) continue;
     if (found) {
-      ErrorAt(entry, "may appear only once (first set at line " +
-                         std::to_string(found->where.line) + ")");
+      ErrorAt(entry,
+              "may appear only once (first set at line " + std::to_string(found->where.line) + ")");
       continue;
     }
     found = entry;
@@ -63,8 +63,7 @@ bool SectionReader::Bool(std::string_view key, bool fallback) {
   return fallback;
 }
 
-int64_t SectionReader::Integer(std::string_view key, int64_t fallback, int64_t min,
-                               int64_t max) {
+int64_t SectionReader::Integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) {
   const auto entry = Single(key);
   if (!entry) return fallback;
   int64_t value = 0;

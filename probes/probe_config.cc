@@ -27,12 +27,8 @@ struct TypeParserEntry {
   TypeParser parse;
 };
 constexpr TypeParserEntry kTypeParsers[] = {
-    {"http", &ParseHttpProbe},
-    {"tcp", &ParseTcpProbe},
-    {"postgres", &ParsePostgresProbe},
-    {"redis", &ParseRedisProbe},
-    {"exec", &ParseExecProbe},
-    {"promql", &ParsePromqlProbe},
+    {"http", &ParseHttpProbe},       {"tcp", &ParseTcpProbe},   {"postgres", &ParsePostgresProbe},
+    {"redis", &ParseRedisProbe},     {"exec", &ParseExecProbe}, {"promql", &ParsePromqlProbe},
     {"systemd", &ParseSystemdProbe},
 };
 

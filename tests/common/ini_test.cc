@@ -1,6 +1,7 @@
+#include "common/ini.h"
+
 #include <catch2/catch.hpp>
 
-#include "common/ini.h"
 #include "common/strings.h"
 
 using namespace rollguard;
@@ -30,8 +31,7 @@ TEST_CASE("ini keeps sections, repeated keys and their line numbers", "[ini]") {
   CHECK(doc->sections[2].entries[0].value == "not api for 30s");
 }
 
-TEST_CASE("indented lines continue the previous value; a repeated key stays separate",
-          "[ini]") {
+TEST_CASE("indented lines continue the previous value; a repeated key stays separate", "[ini]") {
   const auto doc = ParseIni(
       "[probe errors]\n"
       "query = sum(rate(http_requests_total{code=~\"5..\"}[5m]))\n"
@@ -87,9 +87,9 @@ TEST_CASE("lines longer than inih's buffer arrive whole", "[ini]") {
   std::string words;
   for (int i = 0; i < 120; ++i) words += (i ? " " : "") + std::string("w") + std::to_string(i);
   std::string comment = "# " + std::string(400, 'c');
-  const auto doc = ParseIni("[action a]\n" + comment + "\ncommand = " + words +
-                                " ; a trailing comment\nnext = 1\n",
-                            "long.rules");
+  const auto doc = ParseIni(
+      "[action a]\n" + comment + "\ncommand = " + words + " ; a trailing comment\nnext = 1\n",
+      "long.rules");
   REQUIRE(doc.ok());
   const auto& entries = doc->sections[0].entries;
   REQUIRE(entries.size() == 2);
