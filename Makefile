@@ -40,10 +40,11 @@ build-asan: deps $(ASAN_DIR)/Makefile
 demo: build
 	examples/quickstart/run-demo $(BUILD_DIR)/daemon/rollguard
 
-# The whole suite: the rule parser under libFuzzer for FUZZ_SECONDS, the .deb installed,
-# upgraded and purged once, then every test twice, in an optimised build and under
-# AddressSanitizer + UBSan (ctest's summary comes last).
-test: fuzz test-package bench-smoke test-release test-asan
+# The whole suite: every source file against .clang-format, the rule parser under
+# libFuzzer for FUZZ_SECONDS, the .deb installed, upgraded and purged once, then every
+# test twice, in an optimised build and under AddressSanitizer + UBSan (ctest's summary
+# comes last).
+test: check-format fuzz test-package bench-smoke test-release test-asan
 
 test-release: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(CTEST_JOBS)
@@ -99,7 +100,7 @@ bench-rules: deps $(BUILD_DIR)/Makefile
 	cmake --build $(BUILD_DIR) --target rule_eval_bench -j $(JOBS)
 	$(BUILD_DIR)/bench/rule_eval_bench
 
-check-format:
+check-format: deps
 	clang-format --dry-run --Werror $$(git ls-files '*.cc' '*.h')
 
 clean:
