@@ -10,10 +10,19 @@ namespace {
 
 using nlohmann::json;
 
-json TimeOrNull(const std::optional<TimePoint>& t) {
+// `t`: a std::optional<TimePoint> or an OptionalTime.
+template <typename MaybeTime>
+json TimeOrNull(const MaybeTime& t) {
   return t ? json(FormatIso8601(*t)) : json(nullptr);
 }
-json TimeOrNull(const OptionalTime& t) { return t ? json(FormatIso8601(*t)) : json(nullptr); }
+
+// When rule `index` entered its grade; none while the rule set has not recorded it
+// (grade_since is TimePoint{} then).
+OptionalTime GradeSince(const RuleSet& rules, size_t index) {
+  OptionalTime since;
+  if (rules.grade_since(index) != TimePoint{}) since = rules.grade_since(index);
+  return since;
+}
 
 json FieldJson(const FieldValue& value) {
   if (const double* number = std::get_if<double>(&value)) return json(*number);  // NaN -> null
@@ -110,7 +119,7 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
   for (size_t i = 0; i < rule_set.size(); ++i) {
     RuleEntry entry;
     entry.grade = rule_set.grade(i);
-    if (rule_set.grade_since(i) != TimePoint{}) entry.since = rule_set.grade_since(i);
+    entry.since = GradeSince(rule_set, i);
     entry.stale = rule_set.stale(i);
     entry.reason = rule_set.reason(i);
     // A surviving rule keeps what its last evaluation said until it is evaluated again.
@@ -194,8 +203,7 @@ void StatusBoard::OnRuleEvaluated(const RuleSet& rules, size_t index, const Rule
   }
   if (found == nullptr) return;
   RuleEntry& entry = *found;
-  OptionalTime since;
-  if (rules.grade_since(index) != TimePoint{}) since = rules.grade_since(index);
+  const OptionalTime since = GradeSince(rules, index);
   // Evaluations happen on every probe result; only a visible change makes the document
   // worth publishing again (evaluated_at alone does not). Fields are compared before they
   // are assigned, so an evaluation that changed nothing copies no string.
