@@ -50,18 +50,6 @@ void AppendUnlessEmpty(std::vector<MetricFamily>& families, MetricFamily family)
 
 }  // namespace
 
-const std::string* ProbeMetrics::SharedNames::Acquire(std::string_view name) {
-  auto it = users_.find(name);
-  if (it == users_.end()) it = users_.emplace(std::string(name), 0).first;
-  ++it->second;
-  return &it->first;
-}
-
-void ProbeMetrics::SharedNames::Release(const std::string* name) {
-  auto it = users_.find(*name);
-  if (--it->second == 0) users_.erase(it);
-}
-
 void ProbeMetrics::Record(const ProbeSpec& probe, const ProbeResult& result) {
   std::lock_guard lock(mutex_);
   auto it = probes_.find(probe.name);

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common/probe_result.h"
+#include "common/shared_names.h"
 #include "probes/probe.h"
 #include "rules/grade.h"
 
@@ -43,12 +44,6 @@ struct MetricFamily;
 }
 
 namespace rollguard {
-
-// Hashes std::string and std::string_view alike, so a lookup by view allocates nothing.
-struct NameHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
-};
 
 class ProbeMetrics {
  public:
@@ -75,24 +70,6 @@ class ProbeMetrics {
   size_t shared_name_count() const;
 
  private:
-  // One copy of each field name and type, shared by the probes that use it and counted,
-  // so that a name goes with its last user. With 10,000 http probes, a copy per probe of
-  // names longer than the 15 characters std::string holds inline ("phase.first_byte")
-  // was a heap block each; with the 40-byte fields that held them, 1.6 MB in all. Shared,
-  // with 16-byte fields and the smaller Probe below, ProbeMetrics went 4.47 -> 2.88 MB.
-  class SharedNames {
-   public:
-    // The shared copy of `name`, held for one more user until Release.
-    const std::string* Acquire(std::string_view name);
-    // REQUIRES: `name` came from Acquire and was not released since.
-    void Release(const std::string* name);
-    size_t size() const { return users_.size(); }
-
-   private:
-    // A node-based map: a name's address stays valid as others come and go.
-    std::unordered_map<std::string, size_t, NameHash, std::equal_to<>> users_;
-  };
-
   struct NumericField {
     const std::string* name = nullptr;  // in names_
     double value = 0;
@@ -111,7 +88,11 @@ class ProbeMetrics {
   };
 
   mutable std::mutex mutex_;
-  SharedNames names_;  // every name probes_ points to
+  // Every field name and type probes_ points to (common/shared_names.h). With 10,000
+  // http probes, a copy per probe of names longer than std::string holds inline was a
+  // heap block each; with the 40-byte fields that held them, 1.6 MB in all. Shared, with
+  // 16-byte fields and the smaller Probe above, ProbeMetrics went 4.47 -> 2.88 MB.
+  SharedNames names_;
   std::unordered_map<std::string, Probe, NameHash, std::equal_to<>> probes_;
 };
 

@@ -43,25 +43,35 @@ bool SameBreakers(const std::vector<BreakerReport>& a, const std::vector<Breaker
 }
 
 // Copies a probe's new result over its previous one. A probe reports the same fields run
-// after run, so they are assigned in place (no string is allocated); a result with other
-// fields replaces them, sized exactly.
+// after run, so they are assigned in place (no name changes hands, nothing is allocated);
+// a result with other fields replaces them, sized exactly, their names held in `names`.
 template <typename Last>
-void AssignResult(Last& to, const ProbeResult& from) {
+void ReleaseNames(Last& last, SharedNames& names) {
+  for (const auto& field : last.fields) names.Release(field.first);
+  last.fields.clear();
+}
+
+template <typename Last>
+void AssignResult(Last& to, const ProbeResult& from, SharedNames& names) {
   to.up = from.up;
   to.latency_seconds = from.latency_seconds;
   to.error = from.error;
   to.config_error = from.config_error;
   if (to.fields.size() == from.fields.size() &&
       std::equal(to.fields.begin(), to.fields.end(), from.fields.begin(),
-                 [](const auto& a, const auto& b) { return a.first == b.first; })) {
+                 [](const auto& a, const auto& b) { return *a.first == b.first; })) {
     auto source = from.fields.begin();
     for (auto& field : to.fields) {
       field.second = source->second;
       ++source;
     }
-  } else {
-    decltype(to.fields)(from.fields.begin(), from.fields.end()).swap(to.fields);
+    return;
   }
+  decltype(to.fields) fields;
+  fields.reserve(from.fields.size());
+  for (const auto& [name, value] : from.fields) fields.emplace_back(names.Acquire(name), value);
+  ReleaseNames(to, names);
+  to.fields = std::move(fields);
 }
 
 json ActionJson(const JournalRecord& decided, const std::optional<JournalRecord>& finished) {
@@ -147,15 +157,19 @@ void StatusBoard::OnConfigApplied(const Config& config, TimePoint now) {
     entry.spec = &spec;
     // The old entries' specs are still held (probe_configs_ is replaced below).
     if (auto it = probe_index_.find(spec.name); it != probe_index_.end()) {
-      const ProbeEntry& old = probes_[it->second];
+      ProbeEntry& old = probes_[it->second];
       if (old.spec->type == spec.type) {
-        entry.last = old.last;
+        entry.last = std::move(old.last);
+        old.last.reset();
         entry.reported_at = old.reported_at;
       }
     }
     probe_index.emplace(spec.name, probes.size());
     probe_by_spec_.emplace(&spec, probes.size());
     probes.push_back(std::move(entry));
+  }
+  for (ProbeEntry& old : probes_) {
+    if (old.last) ReleaseNames(*old.last, field_names_);  // a probe gone, or of a new type
   }
   probes_ = std::move(probes);
   probe_index_ = std::move(probe_index);
@@ -187,7 +201,7 @@ void StatusBoard::OnProbeResult(const ProbeSpec& probe, const ProbeResult& resul
   // overloaded network), re-rendering each of them ten times a second would add to it.
   readings_changed_ = true;
   if (!entry.last) entry.last.emplace();
-  AssignResult(*entry.last, result);
+  AssignResult(*entry.last, result, field_names_);
   entry.reported_at = now;
   entry.changed = true;
 }
@@ -278,7 +292,8 @@ std::string StatusBoard::RenderProbe(const ProbeEntry& probe) {
   if (probe.last) {
     entry["up"] = probe.last->up;
     entry["latency_seconds"] = probe.last->latency_seconds;
-    for (const auto& [field, value] : probe.last->fields) entry["fields"][field] = FieldJson(value);
+    for (const auto& [field, value] : probe.last->fields)
+      entry["fields"][*field] = FieldJson(value);
     if (!probe.last->error.empty()) entry["error"] = probe.last->error;
     entry["config_error"] = probe.last->config_error;
   }

@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "common/probe_result.h"
+#include "common/shared_names.h"
 #include "common/time.h"
 #include "daemon/observer.h"
 
@@ -155,6 +156,10 @@ class StatusBoard final : public RuntimeObserver {
   // (capacity). 0 after a release. Loop thread only.
   size_t HeldBytes() const;
 
+  // Distinct field names the probes' last reports hold, each once however many probes
+  // report it. Loop thread only.
+  size_t field_name_count() const { return field_names_.size(); }
+
  private:
   // Names, types, labels and the probes a rule reads are read from the configuration the
   // board holds (indexed_rules_, probe_configs_), not copied into every entry.
@@ -183,7 +188,9 @@ class StatusBoard final : public RuntimeObserver {
     bool config_error = false;
     double latency_seconds = 0;
     std::string error;
-    std::vector<std::pair<std::string, FieldValue>> fields;
+    // Names held in field_names_: every http probe reports the same few, and a copy each
+    // was ~0.15 KB per probe (bench/RESULTS.md).
+    std::vector<std::pair<const std::string*, FieldValue>> fields;
   };
   struct ProbeEntry {
     const ProbeSpec* spec = nullptr;  // in probe_configs_
@@ -209,6 +216,7 @@ class StatusBoard final : public RuntimeObserver {
   // RuleSet): its evaluations find their entry by index, not by name, and an entry's
   // index is the rule's (RuleSet::Find gives it by name).
   std::shared_ptr<const RuleSet> indexed_rules_;
+  SharedNames field_names_;  // of every probes_[i].last
   std::vector<ProbeEntry> probes_;
   // By name, viewing the names in probe_configs_.
   std::map<std::string_view, size_t, std::less<>> probe_index_;

@@ -275,7 +275,12 @@ failure = not db
   StatusBoard board;
   board.OnConfigApplied(config, FromMillis(0));
   board.OnProbeResult(config.probes[0]->spec(), Up(200), FromMillis(100));
+  ProbeResult db_result;
+  db_result.fields["phase.connect"] = 0.001;
+  db_result.fields["status"] = 0.0;
+  board.OnProbeResult(config.probes[1]->spec(), db_result, FromMillis(100));
   REQUIRE(Document(board)["rules"].size() == 2);
+  CHECK(board.field_name_count() == 3);  // status, json.state, phase.connect: once each
 
   folder.Write("rules.d/main.rules", kRules);
   Config reloaded = folder.Load();
@@ -286,6 +291,7 @@ failure = not db
   REQUIRE(doc["probes"].size() == 1);
   CHECK(doc["probes"][0]["name"] == "api");
   CHECK(doc["probes"][0]["fields"]["status"] == 200.0);  // the surviving probe's last report
+  CHECK(board.field_name_count() == 2);  // the names only the dropped probe held went with it
 }
 
 TEST_CASE("status board publishes changes at most every 100ms", "[status_board]") {
