@@ -1,10 +1,13 @@
 #include "probes/http_probe.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <openssl/asn1.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <regex.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +21,7 @@
 #include "common/strings.h"
 #include "probes/curl_multi.h"
 #include "probes/deferred_call.h"
+#include "probes/plain_http.h"
 #include "probes/probe_keys.h"
 
 namespace rollguard {
@@ -118,6 +122,7 @@ struct HttpExtras {
 
 struct HttpOptions {
   Duration timeout;
+  // Both empty when `plain` is set: only libcurl's runs read them.
   std::string url;
   std::string origin;  // "scheme://host:port" of `url`: runs to it queue together
   std::string method = "GET";
@@ -131,6 +136,9 @@ struct HttpOptions {
   bool follow_redirects = false;
   bool tls_verify = true;
   std::unique_ptr<const HttpExtras> extras;  // null when every one is unset
+  // The request PlainHttp sends instead of libcurl, when the probe needs nothing more
+  // (PlainRequest); null otherwise.
+  std::shared_ptr<const PlainHttpRequest> plain;
 
   const std::optional<std::string>& body() const {
     static const std::optional<std::string> kNone;
@@ -232,6 +240,67 @@ void AddJsonFields(const std::string& body, std::map<std::string, FieldValue>& f
   FlattenJson(document, "json", 0, fields);
 }
 
+// What every answer is judged by, however it came: `result` gets body_bytes and the
+// json.* fields, and is up when the status is expected and the body matches.
+void JudgeAnswer(const HttpOptions& options, long status,  // NOLINT(runtime/int): curl's type
+                 const std::string& body, ProbeResult& result) {
+  result.fields["body_bytes"] = static_cast<double>(body.size());
+  AddJsonFields(body, result.fields);
+
+  bool status_ok = false;
+  for (const StatusRange& range : options.expect_status) {
+    if (status >= range.low && status <= range.high) status_ok = true;
+  }
+  if (!status_ok) {
+    result.error = "status " + std::to_string(status) + " not in " + options.expect_status_text;
+    return;
+  }
+  const HttpExtras* extras = options.extras.get();
+  if (extras != nullptr && extras->expect_body != nullptr && !extras->expect_body->Matches(body)) {
+    result.error = "body does not match /" + extras->expect_body_text + "/";
+    return;
+  }
+  result.up = true;
+}
+
+std::string TimedOut(Duration timeout, const std::string& where) {
+  return "timed out after " + FormatDuration(timeout) + where;
+}
+
+std::string DescribePlainFailure(const HttpOptions& options, const PlainHttpOutcome& outcome) {
+  using Failure = PlainHttpOutcome::Failure;
+  using Phase = PlainHttpOutcome::Phase;
+  switch (outcome.failure) {
+    case Failure::kTimeout:
+      switch (outcome.phase) {
+        case Phase::kConnecting:
+          return TimedOut(options.timeout, " while connecting");
+        case Phase::kWaiting:
+          return TimedOut(options.timeout, " waiting for the response");
+        case Phase::kReading:
+          return TimedOut(options.timeout, " reading the response (" +
+                                               std::to_string(outcome.body.size()) +
+                                               " body bytes so far)");
+      }
+      break;
+    case Failure::kConnect:
+      if (outcome.connect_errno == ECONNREFUSED) return "connection refused";
+      return std::string("could not connect: ") + std::strerror(outcome.connect_errno);
+    case Failure::kClosed:
+      if (!outcome.received) return "the server closed the connection without answering";
+      return "the server closed the connection before the response was complete" +
+             (outcome.detail.empty() ? std::string() : " (" + outcome.detail + ")");
+    case Failure::kBodyTooLarge:
+      return "response body exceeds the " + FormatMiB(kHttpMaxBodyBytes) + " cap";
+    case Failure::kMalformed:
+    case Failure::kResources:
+      return outcome.detail;
+    case Failure::kNone:
+      break;
+  }
+  return outcome.detail;
+}
+
 // 0 for a run that never ran (a null handle).
 double InfoSeconds(CURL* easy, CURLINFO what) {
   if (easy == nullptr) return 0;
@@ -242,8 +311,8 @@ double InfoSeconds(CURL* easy, CURLINFO what) {
 
 class HttpProbe final : public Probe {
  public:
-  HttpProbe(std::shared_ptr<const HttpOptions> options, CurlMulti& curl)
-      : options_(std::move(options)), curl_(curl) {}
+  HttpProbe(std::shared_ptr<const HttpOptions> options, CurlMulti& curl, PlainHttp* plain)
+      : options_(std::move(options)), curl_(curl), plain_(plain) {}
   ~HttpProbe() override { Cancel(); }
 
   void Start(ProbeDone done) override;
@@ -265,11 +334,13 @@ class HttpProbe final : public Probe {
   static size_t OnHeader(char* data, size_t size, size_t count, void* transfer);
   bool Configure(CURL* easy, Transfer& transfer) const;
   void OnDone(CURL* easy, int code);
+  void OnPlainDone(PlainHttpOutcome outcome);
   ProbeResult BuildResult(CURLcode code) const;
   std::string DescribeFailure(CURLcode code) const;
 
   std::shared_ptr<const HttpOptions> options_;
   CurlMulti& curl_;
+  PlainHttp* plain_;  // when options_->plain is set
   std::unique_ptr<Transfer> transfer_;
   DeferredCall deferred_;
   ProbeDone done_;
@@ -346,6 +417,12 @@ bool HttpProbe::Configure(CURL* easy, Transfer& transfer) const {
 void HttpProbe::Start(ProbeDone done) {
   Cancel();
   done_ = std::move(done);
+  if (plain_ != nullptr) {
+    // Never fails: a run under this key cannot be in flight after Cancel().
+    plain_->Start(this, options_->plain, options_->timeout,
+                  [this](PlainHttpOutcome outcome) { OnPlainDone(std::move(outcome)); });
+    return;
+  }
   transfer_ = std::make_unique<Transfer>();
   Transfer* transfer = transfer_.get();
   if (!curl_.AddQueued(
@@ -365,6 +442,7 @@ void HttpProbe::Start(ProbeDone done) {
 
 void HttpProbe::Cancel() {
   deferred_.Cancel();
+  if (plain_ != nullptr) plain_->Cancel(this);
   if (transfer_ != nullptr) {
     curl_.Remove(transfer_.get());
     transfer_.reset();
@@ -376,6 +454,30 @@ void HttpProbe::OnDone(CURL* easy, int code) {
   transfer_->easy = easy;  // null when the run never got its turn
   ProbeResult result = BuildResult(static_cast<CURLcode>(code));
   transfer_.reset();
+  ProbeDone done = std::move(done_);
+  done_ = nullptr;
+  // Last: `done` may start the next run or destroy this probe.
+  if (done) done(std::move(result));
+}
+
+void HttpProbe::OnPlainDone(PlainHttpOutcome outcome) {
+  ProbeResult result;
+  result.latency_seconds = outcome.total_seconds;
+  // The same fields as a libcurl run: an address needs no lookup (curl reports the few
+  // microseconds it spends parsing one), a reused connection no connect.
+  result.fields["phase.dns"] = 0.0;
+  if (outcome.new_connection && outcome.failure != PlainHttpOutcome::Failure::kConnect &&
+      outcome.phase != PlainHttpOutcome::Phase::kConnecting) {
+    result.fields["phase.connect"] = outcome.connect_seconds;
+  }
+  if (outcome.received) result.fields["phase.first_byte"] = outcome.first_byte_seconds;
+  if (outcome.status > 0) result.fields["status"] = static_cast<double>(outcome.status);
+  if (outcome.failure != PlainHttpOutcome::Failure::kNone) {
+    result.up = false;
+    result.error = DescribePlainFailure(*options_, outcome);
+  } else {
+    JudgeAnswer(*options_, outcome.status, outcome.body, result);
+  }
   ProbeDone done = std::move(done_);
   done_ = nullptr;
   // Last: `done` may start the next run or destroy this probe.
@@ -397,7 +499,7 @@ std::string HttpProbe::DescribeFailure(CURLcode code) const {
         where = " reading the response (" + std::to_string(transfer.body.size()) +
                 " body bytes so far)";
       }
-      return "timed out after " + FormatDuration(options_->timeout) + where;
+      return TimedOut(options_->timeout, where);
     }
     case CURLE_COULDNT_CONNECT: {
       long os_errno = 0;  // NOLINT(runtime/int): curl's type
@@ -455,24 +557,7 @@ ProbeResult HttpProbe::BuildResult(CURLcode code) const {
     return result;
   }
 
-  result.fields["body_bytes"] = static_cast<double>(transfer.body.size());
-  AddJsonFields(transfer.body, result.fields);
-
-  bool status_ok = false;
-  for (const StatusRange& range : options_->expect_status) {
-    if (status >= range.low && status <= range.high) status_ok = true;
-  }
-  if (!status_ok) {
-    result.error = "status " + std::to_string(status) + " not in " + options_->expect_status_text;
-    return result;
-  }
-  const HttpExtras* extras = options_->extras.get();
-  if (extras != nullptr && extras->expect_body != nullptr &&
-      !extras->expect_body->Matches(transfer.body)) {
-    result.error = "body does not match /" + extras->expect_body_text + "/";
-    return result;
-  }
-  result.up = true;
+  JudgeAnswer(*options_, status, transfer.body, result);
   return result;
 }
 
@@ -482,33 +567,53 @@ class HttpProbeConfig final : public ProbeConfig {
       : ProbeConfig(std::move(spec)), options_(std::move(options)) {}
 
   std::unique_ptr<Probe> Instantiate(ProbeContext& context) const override {
-    return std::make_unique<HttpProbe>(options_, context.curl());
+    return std::make_unique<HttpProbe>(
+        options_, context.curl(), options_->plain != nullptr ? &context.plain_http() : nullptr);
   }
 
  private:
   std::shared_ptr<const HttpOptions> options_;
 };
 
-void ParseUrl(ProbeKeys& keys, HttpOptions& options) {
+// The parts of the url PlainRequest needs.
+struct UrlParts {
+  std::string scheme;
+  std::string host;  // an IPv6 address in brackets
+  std::string port;  // the scheme's default when the url has none
+  std::string path;
+  std::optional<std::string> query;
+  bool credentials = false;  // user (and password) in the url
+};
+
+void ParseUrl(ProbeKeys& keys, HttpOptions& options, UrlParts& parts) {
   const IniEntry* entry = keys.Required("url");
   if (entry == nullptr) return;
   const std::optional<KeyValue> url = keys.Resolve(*entry);
   if (!url) return;
   CURLU* handle = curl_url();
-  char* scheme = nullptr;
-  char* host = nullptr;
-  char* port = nullptr;
-  const bool parsed = handle != nullptr &&
-                      curl_url_set(handle, CURLUPART_URL, url->text.c_str(), 0) == CURLUE_OK &&
-                      curl_url_get(handle, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-                      curl_url_get(handle, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-                      curl_url_get(handle, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
-  const bool http =
-      parsed && (std::strcmp(scheme, "http") == 0 || std::strcmp(scheme, "https") == 0);
-  if (http) options.origin = std::string(scheme) + "://" + host + ":" + port;
-  curl_free(scheme);
-  curl_free(host);
-  curl_free(port);
+  auto get = [handle](CURLUPart part, unsigned flags) -> std::optional<std::string> {
+    char* text = nullptr;
+    if (curl_url_get(handle, part, &text, flags) != CURLUE_OK) return std::nullopt;
+    std::string copy = text;
+    curl_free(text);
+    return copy;
+  };
+  std::optional<std::string> scheme, host, port;
+  if (handle != nullptr && curl_url_set(handle, CURLUPART_URL, url->text.c_str(), 0) == CURLUE_OK) {
+    scheme = get(CURLUPART_SCHEME, 0);
+    host = get(CURLUPART_HOST, 0);
+    port = get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  }
+  const bool http = scheme && host && port && (*scheme == "http" || *scheme == "https");
+  if (http) {
+    options.origin = *scheme + "://" + *host + ":" + *port;
+    parts.scheme = *scheme;
+    parts.host = *host;
+    parts.port = *port;
+    parts.path = get(CURLUPART_PATH, 0).value_or("/");
+    parts.query = get(CURLUPART_QUERY, 0);
+    parts.credentials = get(CURLUPART_USER, 0).has_value();
+  }
   curl_url_cleanup(handle);
   if (!http) {
     keys.ErrorAt(*entry, "expected an http:// or https:// URL, got " + url->shown);
@@ -536,12 +641,78 @@ void ParseHeaders(ProbeKeys& keys, std::vector<std::string>& headers) {
   }
 }
 
+// Whether `name` is the name of one of `headers` ("Name: value" or "Name;"), in any case.
+bool HasHeader(const std::vector<std::string>& headers, std::string_view name) {
+  for (const std::string& header : headers) {
+    if (header.size() > name.size() && strncasecmp(header.data(), name.data(), name.size()) == 0 &&
+        (header[name.size()] == ':' || header[name.size()] == ';')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The request PlainHttp sends for a probe that needs nothing libcurl adds: http:// to an
+// IP address, GET or HEAD without a body, no credentials in the url, redirects not
+// followed. The same request libcurl would send: its Host, User-Agent and Accept headers
+// unless the probe sets its own, then the probe's headers. Null for any other probe.
+std::shared_ptr<const PlainHttpRequest> PlainRequest(const HttpOptions& options,
+                                                     const UrlParts& url,
+                                                     const std::vector<std::string>& headers) {
+  if (url.scheme != "http" || url.credentials || options.follow_redirects || options.body() ||
+      (options.method != "GET" && options.method != "HEAD")) {
+    return nullptr;
+  }
+  int port = 0;
+  for (char c : url.port) {
+    if (c < '0' || c > '9' || port > 65535) return nullptr;
+    port = port * 10 + (c - '0');
+  }
+  if (port <= 0 || port > 65535) return nullptr;
+  auto request = std::make_shared<PlainHttpRequest>();
+  const bool v6 = url.host.size() > 2 && url.host.front() == '[' && url.host.back() == ']';
+  if (v6) {
+    sockaddr_in6 address{};
+    address.sin6_family = AF_INET6;
+    address.sin6_port = htons(static_cast<uint16_t>(port));
+    const std::string inner = url.host.substr(1, url.host.size() - 2);
+    if (inet_pton(AF_INET6, inner.c_str(), &address.sin6_addr) != 1) return nullptr;
+    request->address.v6 = address;
+    request->address_length = sizeof(address);
+  } else {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, url.host.c_str(), &address.sin_addr) != 1) return nullptr;
+    request->address.v4 = address;
+    request->address_length = sizeof(address);
+  }
+  request->origin = url.host + ":" + url.port;
+  request->head = options.method == "HEAD";
+  std::string& bytes = request->bytes;
+  bytes = options.method + " " + url.path + (url.query ? "?" + *url.query : "") + " HTTP/1.1\r\n";
+  if (!HasHeader(headers, "Host")) {
+    bytes += "Host: " + url.host + (port == 80 ? "" : ":" + url.port) + "\r\n";
+  }
+  if (!HasHeader(headers, "User-Agent")) bytes += "User-Agent: rollguard/" ROLLGUARD_VERSION "\r\n";
+  if (!HasHeader(headers, "Accept")) bytes += "Accept: */*\r\n";
+  for (const std::string& header : headers) {
+    // "Name;" is curl's way to send a header with an empty value.
+    const bool empty = header.find(':') == std::string::npos && header.back() == ';';
+    bytes += empty ? header.substr(0, header.size() - 1) + ":" : header;
+    bytes += "\r\n";
+  }
+  bytes += "\r\n";
+  return request;
+}
+
 }  // namespace
 
 std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& keys) {
   auto options = std::make_shared<HttpOptions>();
   options->timeout = spec.timeout;
-  ParseUrl(keys, *options);
+  UrlParts url;
+  ParseUrl(keys, *options, url);
 
   if (const IniEntry* method = keys.Single("method")) {
     bool upper = IsToken(method->value);
@@ -603,6 +774,12 @@ std::shared_ptr<const ProbeConfig> ParseHttpProbe(ProbeSpec spec, ProbeKeys& key
   if (keys.has_errors()) return nullptr;
   options->header_list = SharedHeaderList(headers);
   if (!extras.empty()) options->extras = std::make_unique<const HttpExtras>(std::move(extras));
+  options->plain = PlainRequest(*options, url, headers);
+  if (options->plain != nullptr) {
+    // Only libcurl's runs read them.
+    std::string().swap(options->url);
+    std::string().swap(options->origin);
+  }
   return std::make_shared<HttpProbeConfig>(std::move(spec), std::move(options));
 }
 

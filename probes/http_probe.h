@@ -21,6 +21,9 @@
 // Connections: every http probe on a loop shares the CurlMulti's connections, kept open
 // and reused; at most CurlMulti::kMaxHostConnections are open to one host at once, and a
 // run past that waits for one of them (within its timeout) instead of connecting afresh.
+// A probe of an http:// url naming an IP address, GET or HEAD, without a body, credentials
+// in the url or follow_redirects runs on PlainHttp instead (probes/plain_http.h): the
+// same request, fields and errors at less than half libcurl's CPU per run; phase.dns is 0.
 //
 // Bounds: a run costs at most the probe's timeout (CURLOPT_TIMEOUT_MS covers DNS,
 // connect, TLS, redirects and the body). The body is read up to kHttpMaxBodyBytes; a

@@ -29,6 +29,7 @@ typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
 namespace rollguard {
 
 class CurlMulti;
+class PlainHttp;
 
 // Keys every probe type has (spec §3).
 struct ProbeSpec {
@@ -54,10 +55,12 @@ class ProbeContext {
 
   sd_event* event() const { return event_; }
   CurlMulti& curl();
+  PlainHttp& plain_http();  // made on first use
 
  private:
   sd_event* event_;
   std::unique_ptr<CurlMulti> curl_;
+  std::unique_ptr<PlainHttp> plain_http_;
 };
 
 using ProbeDone = std::function<void(ProbeResult)>;

@@ -8,6 +8,7 @@
 #include "probes/curl_multi.h"
 #include "probes/exec_probe.h"
 #include "probes/http_probe.h"
+#include "probes/plain_http.h"
 #include "probes/postgres_probe.h"
 #include "probes/probe.h"
 #include "probes/probe_keys.h"
@@ -144,5 +145,10 @@ ProbeContext::ProbeContext(sd_event* event)
 ProbeContext::~ProbeContext() = default;
 
 CurlMulti& ProbeContext::curl() { return *curl_; }
+
+PlainHttp& ProbeContext::plain_http() {
+  if (plain_http_ == nullptr) plain_http_ = std::make_unique<PlainHttp>(event_);
+  return *plain_http_;
+}
 
 }  // namespace rollguard

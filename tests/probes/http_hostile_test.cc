@@ -27,6 +27,7 @@ TimedResult RunHttp(const std::string& url, const std::string& timeout) {
 }  // namespace
 
 TEST_CASE("http probe: a target that accepts and never answers costs the timeout", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) { connection.Hang(); });
   const TimedResult run = RunHttp(server.Url("/"), "1s");
   CHECK_FALSE(run.result.up);
@@ -36,6 +37,7 @@ TEST_CASE("http probe: a target that accepts and never answers costs the timeout
 }
 
 TEST_CASE("http probe: a target that drips a byte a second costs the timeout", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
     while (connection.Write("x") && connection.Sleep(std::chrono::seconds(1))) {
@@ -49,6 +51,7 @@ TEST_CASE("http probe: a target that drips a byte a second costs the timeout", "
 }
 
 TEST_CASE("http probe: a drip in the headers is bounded too", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write("HTTP/1.1 200 OK\r\n");
     while (connection.Write("X-Slow: y\r\n") && connection.Sleep(std::chrono::milliseconds(300))) {
@@ -61,6 +64,7 @@ TEST_CASE("http probe: a drip in the headers is bounded too", "[http]") {
 }
 
 TEST_CASE("http probe: an endless body stops at the 1 MiB cap, quickly", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     // Chunked, so the size is not known up front: the cap has to stop the read itself.
     connection.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -76,6 +80,7 @@ TEST_CASE("http probe: an endless body stops at the 1 MiB cap, quickly", "[http]
 }
 
 TEST_CASE("http probe: a body announced above the cap is refused before reading it", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write("HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n");
     connection.Hang();
@@ -87,6 +92,7 @@ TEST_CASE("http probe: a body announced above the cap is refused before reading 
 }
 
 TEST_CASE("http probe: a body of exactly the cap is read whole", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write(Response(200, std::string(kHttpMaxBodyBytes, 'b')));
   });
@@ -96,6 +102,7 @@ TEST_CASE("http probe: a body of exactly the cap is read whole", "[http]") {
 }
 
 TEST_CASE("http probes share the loop: a slow target does not delay fast ones", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer slow([](const HttpRequest&, Connection& connection) { connection.Hang(); });
   TestServer fast(
       [](const HttpRequest&, Connection& connection) { connection.Write(Response(200, "ok")); });

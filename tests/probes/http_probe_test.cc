@@ -28,6 +28,7 @@ TimedResult RunHttp(const std::string& ini, const std::string& base = "") {
 }  // namespace
 
 TEST_CASE("http probe: 200 with a JSON body is up and flattens the JSON into fields", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write(Response(
         200, R"({"db":{"ok":true,"lag":0.25,"name":"primary","none":null},"queues":[3,7]})", "",
@@ -54,6 +55,7 @@ TEST_CASE("http probe: 200 with a JSON body is up and flattens the JSON into fie
 }
 
 TEST_CASE("http probe: 503 is down and reports the status", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write(Response(503, "overloaded"));
   });
@@ -64,6 +66,7 @@ TEST_CASE("http probe: 503 is down and reports the status", "[http]") {
 }
 
 TEST_CASE("http probe: expect_status accepts lists and ranges", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server(
       [](const HttpRequest&, Connection& connection) { connection.Write(Response(204, "")); });
   CHECK(RunHttp(HttpProbeIni(server.Url("/"), "expect_status = 200, 204\n")).result.up);
@@ -74,6 +77,7 @@ TEST_CASE("http probe: expect_status accepts lists and ranges", "[http]") {
 }
 
 TEST_CASE("http probe: expect_body must match the body", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest&, Connection& connection) {
     connection.Write(Response(200, "status: degraded"));
   });
@@ -114,6 +118,7 @@ TEST_CASE("http probe: sends method, headers, body and the bearer token", "[http
 }
 
 TEST_CASE("http probe: redirects are reported unless follow_redirects", "[http]") {
+  EACH_HTTP_ENGINE();
   TestServer server([](const HttpRequest& request, Connection& connection) {
     if (request.target == "/old") {
       connection.Write(Response(302, "", "Location: /new\r\n"));
@@ -153,9 +158,10 @@ TEST_CASE("http probe: a redirect to another protocol is refused", "[http]") {
 }
 
 TEST_CASE("http probe: no listener is 'connection refused', at once", "[http]") {
+  EACH_HTTP_ENGINE();
   RefusingPort port;
-  const TimedResult run =
-      RunHttp(HttpProbeIni("http://127.0.0.1:" + std::to_string(port.port()) + "/"));
+  const TimedResult run = RunHttp(
+      HttpProbeIni("http://" + TestServer::UrlHost() + ":" + std::to_string(port.port()) + "/"));
   CHECK_FALSE(run.result.up);
   CHECK(run.result.error == "connection refused");
   CHECK(run.result.fields.count("status") == 0);

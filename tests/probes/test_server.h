@@ -92,6 +92,9 @@ class Connection {
 
   bool stopping() const { return stopping_; }
 
+  // Ends the connection from the server's side; the serving thread sees it end too.
+  void Close() { ::shutdown(fd_, SHUT_RDWR); }
+
  private:
   int fd_;
   SSL* ssl_;
@@ -163,9 +166,18 @@ class TestServer {
   TestServer& operator=(const TestServer&) = delete;
 
   int port() const { return port_; }
+  // The url of `path` on this server, by the host UrlHost names.
   std::string Url(std::string_view path) const {
-    return std::string(tls_ != nullptr ? "https" : "http") +
-           "://127.0.0.1:" + std::to_string(port_) + std::string(path);
+    return std::string(tls_ != nullptr ? "https" : "http") + "://" + UrlHost() + ":" +
+           std::to_string(port_) + std::string(path);
+  }
+
+  // The host urls name: 127.0.0.1, unless a UrlHostScope says otherwise. An http probe of
+  // an address takes PlainHttp's path, of a name libcurl's (probes/plain_http.h); tests that
+  // hold for both run once with each (EachHttpEngine).
+  static std::string& UrlHost() {
+    static std::string host = "127.0.0.1";
+    return host;
   }
 
   std::vector<HttpRequest> requests() const {
@@ -279,6 +291,26 @@ class TestServer {
 
 // A TCP port on 127.0.0.1 that refuses connections: bound (so nobody else takes it) but
 // not listening, so the kernel answers a SYN with RST.
+// Sets TestServer::UrlHost() for a scope.
+class UrlHostScope {
+ public:
+  explicit UrlHostScope(std::string host) : previous_(TestServer::UrlHost()) {
+    TestServer::UrlHost() = std::move(host);
+  }
+  ~UrlHostScope() { TestServer::UrlHost() = previous_; }
+  UrlHostScope(const UrlHostScope&) = delete;
+  UrlHostScope& operator=(const UrlHostScope&) = delete;
+
+ private:
+  std::string previous_;
+};
+
+// In a test case: runs it once with urls naming 127.0.0.1 (PlainHttp) and once naming
+// localhost (libcurl, which tries ::1 and 127.0.0.1).
+#define EACH_HTTP_ENGINE()                                 \
+  const ::rollguard::testing::UrlHostScope url_host_scope( \
+      GENERATE(as<std::string>{}, "127.0.0.1", "localhost"))
+
 class RefusingPort {
  public:
   RefusingPort() {
