@@ -350,13 +350,25 @@ def scenario_throughput(args, tmp, nginx):
     results["rollguard"] = max(sustained or steps, key=lambda step: step["answered_per_s"])
     results["rollguard"]["sustained"] = bool(sustained)
     results["rollguard_steps"] = steps
+
+    # The same probes naming the target by host name take libcurl's path instead of the
+    # plain HTTP client's (probes/plain_http.h): one step, side by side.
+    step = rollguard_step(args, tmp, nginx, args.probes, args.libcurl_interval, seconds,
+                          host="localhost")
+    print(f"bench:   libcurl path, {args.probes} probes at {args.libcurl_interval}: "
+          f"{step['probes_per_s']:,.0f} runs/s, {step['answered_fraction']:.1%} answered, "
+          f"{step['cpu_us_per_probe']:.1f} CPU-us/run", file=sys.stderr, flush=True)
+    results["rollguard_libcurl"] = step
     return results
 
 
-def rollguard_step(args, tmp, nginx, count, interval, seconds):
+def rollguard_step(args, tmp, nginx, count, interval, seconds, host=LOOPBACK):
+    """`host` names the target in the probes' url: an address (the plain HTTP client) or
+    a host name (libcurl)."""
     timeout = f"{int(parse_seconds(interval) * 900)}ms"  # 90% of the interval
-    probes = [(f"p{i}", nginx.url("/health"), interval, timeout) for i in range(count)]
-    daemon = Rollguard(args.binary, tmp / f"rollguard-throughput-{interval}", probes)
+    url = nginx.url("/health").replace(LOOPBACK, host, 1)
+    probes = [(f"p{i}", url, interval, timeout) for i in range(count)]
+    daemon = Rollguard(args.binary, tmp / f"rollguard-throughput-{host}-{interval}", probes)
     try:
         time.sleep(min(3.0, seconds))  # every probe's first slot has passed
         (accepts0, served0), results0 = nginx.counters(), daemon.probe_results()
@@ -652,6 +664,12 @@ def report(figures):
             row("   same loop with a probe's per-run setup: requests/s, CPU-us",
                 f"{fmt(cp['probes_per_s'])}, {fmt(cp['cpu_us_per_probe'], 1)}")
         row("   rollguard CPU share during the window", f"{rg['cpu_share']:.0%} of a core")
+        if "rollguard_libcurl" in t:
+            lc = t["rollguard_libcurl"]
+            row(f"   rollguard on libcurl (urls by host name), {lc['interval']}: runs/s, "
+                "answered, CPU-us",
+                f"{fmt(lc['probes_per_s'])}, {lc['answered_fraction']:.1%}, "
+                f"{fmt(lc['cpu_us_per_probe'], 1)}")
         row("   RSS under load: rollguard / blackbox_exporter (MiB)",
             f"{fmt(rg['rss_mib'], 1)} / {fmt(bb['rss_mib'], 1)}")
     for s in figures.get("schedule", []):
@@ -714,8 +732,10 @@ def main():
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios: " + ", ".join(SCENARIOS))
     parser.add_argument("--probes", type=int, default=1000, help="throughput: probes")
-    parser.add_argument("--intervals", default="400ms,200ms,150ms,125ms,100ms,75ms,60ms,50ms,40ms",
+    parser.add_argument("--intervals", default="400ms,200ms,100ms,60ms,40ms,30ms,25ms,20ms,15ms",
                         help="throughput: the intervals tried, longest first (timeout: 90%%)")
+    parser.add_argument("--libcurl-interval", default="60ms",
+                        help="throughput: the interval of the step on libcurl's path")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     args.build = args.build.resolve()
@@ -725,6 +745,7 @@ def main():
     args.flip_targets, args.flip_seconds, args.check_rules = 10, 30, 10000
     if args.smoke:
         args.seconds, args.probes, args.intervals = 1, 50, "50ms"
+        args.libcurl_interval = "50ms"
         args.schedule_probes, args.schedule_seconds = [200], 2
         args.memory_probes, args.memory_seconds = 100, 1
         args.flip_targets, args.flip_seconds, args.check_rules = 2, 3, 200
@@ -781,7 +802,7 @@ def smoke_problems(figures):
     problems = []
     t = figures.get("throughput")
     if t:
-        for peer in ("rollguard", "blackbox", "curl", "curl_probe_setup"):
+        for peer in ("rollguard", "rollguard_libcurl", "blackbox", "curl", "curl_probe_setup"):
             if not t[peer]["probes_per_s"] > 0:
                 problems.append(f"throughput: no {peer} probes were measured")
     for s in figures.get("schedule", []):
