@@ -681,15 +681,24 @@ def report(figures):
         row("   drift: mean lateness last fifth - first fifth (ms)", fmt(s["drift_ms"], 2))
         row("   mean spacing of runs - 1 s (us)", fmt(s["period_error_us"], 1), "no drift")
     if "memory" in figures or "schedule" in figures:
+        # The targets say MB: met when the figure is under them in MiB (VmRSS / 2^20) and
+        # in decimal megabytes alike; "met as MiB" when only the first reading is.
+        def rss_verdict(mib, limit):
+            if mib * 1.048576 <= limit:
+                return "met"
+            return "met as MiB" if mib <= limit else "MISSED"
+
         if "memory" in figures:
             m = figures["memory"]
-            row(f"3. RSS, {m['probes']} probes and rules (MiB)", fmt(m["rss_mib"], 1),
-                "<= 20" if m["probes"] <= 1000 else "", check(m["rss_mib"] <= 20)
-                if m["probes"] <= 1000 else "")
+            row(f"3. RSS, {m['probes']} probes and rules (MiB; decimal MB)",
+                f"{fmt(m['rss_mib'], 1)}; {fmt(m['rss_mib'] * 1.048576, 1)}",
+                "<= 20" if m["probes"] <= 1000 else "",
+                rss_verdict(m["rss_mib"], 20) if m["probes"] <= 1000 else "")
         for s in figures.get("schedule", []):
-            row(f"   RSS, {s['probes']} probes and rules, at 1s (MiB)", fmt(s["rss_mib"], 1),
+            row(f"   RSS, {s['probes']} probes and rules, at 1s (MiB; decimal MB)",
+                f"{fmt(s['rss_mib'], 1)}; {fmt(s['rss_mib'] * 1.048576, 1)}",
                 "<= 64" if s["probes"] >= 10000 else "",
-                check(s["rss_mib"] <= 64) if s["probes"] >= 10000 else "")
+                rss_verdict(s["rss_mib"], 64) if s["probes"] >= 10000 else "")
     if "detection" in figures:
         d = figures["detection"]
         row(f"4. detection-to-action minus for ({fmt(d['for_ms'])}ms), {d['flips']} flips",
