@@ -466,8 +466,7 @@ void HttpProbe::OnPlainDone(PlainHttpOutcome outcome) {
   // The same fields as a libcurl run: an address needs no lookup (curl reports the few
   // microseconds it spends parsing one), a reused connection no connect.
   result.fields["phase.dns"] = 0.0;
-  if (outcome.new_connection && outcome.failure != PlainHttpOutcome::Failure::kConnect &&
-      outcome.phase != PlainHttpOutcome::Phase::kConnecting) {
+  if (outcome.new_connection && outcome.phase != PlainHttpOutcome::Phase::kConnecting) {
     result.fields["phase.connect"] = outcome.connect_seconds;
   }
   if (outcome.received) result.fields["phase.first_byte"] = outcome.first_byte_seconds;

@@ -80,16 +80,6 @@ struct PlainHttp::Connection {
   http_parser parser{};
 };
 
-namespace {
-
-// http-parser's callbacks: parser.data is the Connection, whose run is set while reading.
-template <typename Connection>
-Connection& Of(http_parser* parser) {
-  return *static_cast<Connection*>(parser->data);
-}
-
-}  // namespace
-
 PlainHttp::PlainHttp(sd_event* event) : event_(event), buffer_(kReadBytes) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0 ||
@@ -322,10 +312,11 @@ void PlainHttp::OnEvents(Connection& connection, uint32_t events) {
 }
 
 void PlainHttp::Receive(Connection& connection) {
+  // parser.data is the Connection (StartAnswer), whose run is set while it reads.
   static const http_parser_settings kSettings = [] {
     http_parser_settings settings{};
     settings.on_headers_complete = [](http_parser* parser) {
-      Connection& c = Of<Connection>(parser);
+      Connection& c = *static_cast<Connection*>(parser->data);
       Run& run = *c.run;
       run.outcome.status = static_cast<int>(parser->status_code);
       c.informational = parser->status_code >= 100 && parser->status_code < 200;
@@ -338,7 +329,7 @@ void PlainHttp::Receive(Connection& connection) {
       return 0;
     };
     settings.on_body = [](http_parser* parser, const char* data, size_t length) {
-      Connection& c = Of<Connection>(parser);
+      Connection& c = *static_cast<Connection*>(parser->data);
       std::string& body = c.run->outcome.body;
       if (body.size() + length > kMaxBodyBytes) {
         c.body_too_large = true;
@@ -348,7 +339,7 @@ void PlainHttp::Receive(Connection& connection) {
       return 0;
     };
     settings.on_message_complete = [](http_parser* parser) {
-      Connection& c = Of<Connection>(parser);
+      Connection& c = *static_cast<Connection*>(parser->data);
       if (c.informational) {  // "100 Continue" and the like: the answer comes after
         c.informational = false;
         c.run->outcome.status = 0;
