@@ -80,7 +80,8 @@ struct PlainHttp::Connection {
   http_parser parser{};
 };
 
-PlainHttp::PlainHttp(sd_event* event) : event_(event), buffer_(kReadBytes) {
+PlainHttp::PlainHttp(sd_event* event)
+    : event_(event), buffer_(std::make_unique_for_overwrite<char[]>(kReadBytes)) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0 ||
       sd_event_add_io(event_, &ready_, epoll_fd_, EPOLLIN, &PlainHttp::OnReady, this) < 0 ||
@@ -354,7 +355,7 @@ void PlainHttp::Receive(Connection& connection) {
 
   Run& run = *connection.run;
   for (;;) {
-    const ssize_t received = recv(connection.fd, buffer_.data(), buffer_.size(), 0);
+    const ssize_t received = recv(connection.fd, buffer_.get(), kReadBytes, 0);
     if (received < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -379,7 +380,7 @@ void PlainHttp::Receive(Connection& connection) {
     }
     const size_t length = static_cast<size_t>(received);
     const size_t parsed =
-        http_parser_execute(&connection.parser, &kSettings, buffer_.data(), length);
+        http_parser_execute(&connection.parser, &kSettings, buffer_.get(), length);
     if (connection.complete) {
       // Bytes past the answer: the connection is in no state to be reused.
       Answered(connection, /*clean=*/parsed == length);
@@ -395,7 +396,7 @@ void PlainHttp::Receive(Connection& connection) {
       }
       return;
     }
-    if (length < buffer_.size()) return;  // most likely all there was: epoll says if not
+    if (length < kReadBytes) return;  // most likely all there was: epoll says if not
   }
 }
 
