@@ -8,6 +8,7 @@
 #include "common/strings.h"
 #include "probes/curl_multi.h"
 #include "probes/deferred_call.h"
+#include "probes/probe.h"
 
 namespace rollguard {
 namespace {
@@ -80,10 +81,10 @@ struct HttpActionRunner::Transfer {
   }
 };
 
-HttpActionRunner::HttpActionRunner(CurlMulti& curl) : curl_(curl) {}
+HttpActionRunner::HttpActionRunner(ProbeContext& probes) : probes_(probes) {}
 
 HttpActionRunner::~HttpActionRunner() {
-  for (auto& [id, transfer] : transfers_) curl_.Remove(transfer->easy);
+  for (auto& [id, transfer] : transfers_) probes_.curl().Remove(transfer->easy);
 }
 
 void HttpActionRunner::Start(HttpActionRequest request, Callback done) {
@@ -119,9 +120,9 @@ void HttpActionRunner::Start(HttpActionRequest request, Callback done) {
     set(curl_easy_setopt(t.easy, CURLOPT_HTTPHEADER, t.headers));
   }
   transfers_.emplace(id, std::move(transfer));
-  if (ok && curl_.Add(t.easy, [this, id](int code) { Finish(id, code); })) return;
+  if (ok && probes_.curl().Add(t.easy, [this, id](int code) { Finish(id, code); })) return;
   // Reported from the loop, never from inside Start().
-  t.deferred.Schedule(curl_.event(), [this, id] { Finish(id, -1); });
+  t.deferred.Schedule(probes_.event(), [this, id] { Finish(id, -1); });
 }
 
 void HttpActionRunner::Finish(uint64_t id, int curl_code) {

@@ -23,7 +23,7 @@
 
 namespace rollguard {
 
-class CurlMulti;
+class ProbeContext;
 
 struct HttpActionRequest {
   std::string method = "POST";
@@ -45,8 +45,10 @@ class HttpActionRunner {
  public:
   using Callback = std::function<void(const ExecResult& result)>;
 
-  // `curl` must outlive the runner.
-  explicit HttpActionRunner(CurlMulti& curl);
+  // Requests go through `probes`' CurlMulti (made at the first request: a daemon without
+  // http actions or libcurl probes never initialises libcurl). `probes` must outlive the
+  // runner.
+  explicit HttpActionRunner(ProbeContext& probes);
   // Abandons requests in flight; their callbacks are not called.
   ~HttpActionRunner();
   HttpActionRunner(const HttpActionRunner&) = delete;
@@ -63,7 +65,7 @@ class HttpActionRunner {
   struct Transfer;
   void Finish(uint64_t id, int curl_code);
 
-  CurlMulti& curl_;
+  ProbeContext& probes_;
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Transfer>> transfers_;
 };

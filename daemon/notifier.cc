@@ -406,14 +406,16 @@ std::string RenderMessage(const NotifierConfig& notifier, const Notification& no
 
 NotifierObserver::NotifierObserver(sd_event* event, EventLog& log, const Clock& clock,
                                    std::string host)
-    : log_(log),
-      clock_(clock),
-      curl_(std::make_unique<CurlMulti>(event)),
-      router_(std::move(host)) {}
+    : log_(log), clock_(clock), event_(event), router_(std::move(host)) {}
 
 NotifierObserver::~NotifierObserver() {
   channels_.clear();  // senders remove their transfers before the CurlMulti goes
   curl_.reset();
+}
+
+CurlMulti& NotifierObserver::Curl() {
+  if (curl_ == nullptr) curl_ = std::make_unique<CurlMulti>(event_);
+  return *curl_;
 }
 
 NotifierObserver::Counts NotifierObserver::counts(const std::string& notifier) const {
@@ -446,7 +448,7 @@ void NotifierObserver::OnConfigApplied(const Config& config, TimePoint now) {
       channel.sender->Reconfigure(target);
     } else {
       channel.sender = std::make_unique<NotificationSender>(
-          *curl_, notifier.name, target, log_, clock_,
+          Curl(), notifier.name, target, log_, clock_,
           [this](const std::string& name, const std::string& result) {
             Counts& c = counts_[name];
             if (result == "sent") ++c.sent;

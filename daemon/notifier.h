@@ -177,8 +177,13 @@ class NotifierObserver final : public RuntimeObserver {
   void Dispatch(std::vector<Delivery> deliveries, TimePoint now);
   void ResendFiring(Channel& channel, TimePoint now, bool force);
 
+  // The notifiers' own libcurl multi handle, made when the first notifier is configured:
+  // libcurl's global initialisation brings up OpenSSL (~2 MiB resident).
+  CurlMulti& Curl();
+
   EventLog& log_;
   const Clock& clock_;
+  sd_event* event_;
   std::unique_ptr<CurlMulti> curl_;
   NotificationRouter router_;
   std::map<std::string, Channel> channels_;

@@ -54,7 +54,7 @@ std::string SecondsText(double seconds) {
 
 class ResponderImpl final : public Responder {
  public:
-  ResponderImpl(sd_event* event, CurlMulti& curl, bool force_dry_run, EventLog& log,
+  ResponderImpl(sd_event* event, ProbeContext& probes, bool force_dry_run, EventLog& log,
                 const Clock& clock, RuntimeObserver& observer, StateStore store,
                 ActionJournal journal)
       : event_(event),
@@ -65,7 +65,7 @@ class ResponderImpl final : public Responder {
         store_(std::move(store)),
         journal_(std::move(journal)),
         runner_(event),
-        http_(curl),
+        http_(probes),
         systemd_(event) {}
 
   ~ResponderImpl() override {
@@ -878,7 +878,7 @@ class ResponderImpl final : public Responder {
 
 }  // namespace
 
-Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, CurlMulti& curl,
+Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, ProbeContext& probes,
                                                      const Config& config, bool force_dry_run,
                                                      EventLog& log, const Clock& clock,
                                                      RuntimeObserver& observer) {
@@ -888,8 +888,8 @@ Result<std::unique_ptr<Responder>> Responder::Create(sd_event* event, CurlMulti&
       (std::filesystem::path(config.daemon.state_dir) / "actions.jsonl").string();
   auto journal = ActionJournal::Open(journal_path);
   if (!journal) return Fail(journal.error().message);
-  auto responder = std::make_unique<ResponderImpl>(event, curl, force_dry_run, log, clock, observer,
-                                                   std::move(*store), std::move(*journal));
+  auto responder = std::make_unique<ResponderImpl>(
+      event, probes, force_dry_run, log, clock, observer, std::move(*store), std::move(*journal));
   responder->journal_path_ = journal_path;
   if (Status loaded = responder->Load(config); !loaded) return Fail(loaded.error().message);
   return std::unique_ptr<Responder>(std::move(responder));

@@ -11,7 +11,7 @@
 // so a kill -9 at any point neither forgets an admitted action nor runs one twice.
 //
 // Action types: exec (ExecRunner; `user` through setpriv), http (HttpActionRunner on the
-// loop's CurlMulti), systemd (SystemdActionRunner, sd-bus on the loop). An action with
+// probes' CurlMulti), systemd (SystemdActionRunner, sd-bus on the loop). An action with
 // `verify` is checked that long after it finished; if its rule is not back to warning or
 // better by then, "rollback did not help" is logged and reported (OnVerifyFailed) and its
 // `escalate` action is decided through the planner like any other. Pending verifies are
@@ -43,15 +43,15 @@ typedef struct sd_event sd_event;  // NOLINT: matches <systemd/sd-event.h>
 
 namespace rollguard {
 
-class CurlMulti;
+class ProbeContext;
 
 class Responder {
  public:
   // Opens state_dir (creating it), loads state.json and replays the journal tail.
   // Errors when the state directory cannot be used or its state is corrupt.
-  // `observer` (which must outlive the responder) hears of every decision. `curl` (the
-  // loop's, shared with the probes; it must outlive the responder) runs http actions.
-  static Result<std::unique_ptr<Responder>> Create(sd_event* event, CurlMulti& curl,
+  // `observer` (which must outlive the responder) hears of every decision. `probes` (the
+  // loop's; it must outlive the responder) lends its CurlMulti to http actions.
+  static Result<std::unique_ptr<Responder>> Create(sd_event* event, ProbeContext& probes,
                                                    const Config& config, bool force_dry_run,
                                                    EventLog& log, const Clock& clock,
                                                    RuntimeObserver& observer);

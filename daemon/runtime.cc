@@ -102,8 +102,8 @@ class Daemon final : public ControlTarget {
     observers_.Add(notifier);
     observers_.Add(status_board_);
     observers_.Add(metrics_);
-    auto responder = Responder::Create(event_, probe_context_->curl(), config,
-                                       options_.force_dry_run, log_, clock_, observers_);
+    auto responder = Responder::Create(event_, *probe_context_, config, options_.force_dry_run,
+                                       log_, clock_, observers_);
     if (!responder) {
       log_.Error("cannot start: " + responder.error().message);
       return 1;

@@ -311,7 +311,8 @@ double InfoSeconds(CURL* easy, CURLINFO what) {
 
 class HttpProbe final : public Probe {
  public:
-  HttpProbe(std::shared_ptr<const HttpOptions> options, CurlMulti& curl, PlainHttp* plain)
+  // Exactly one of `curl` and `plain` is set: the engine the probe's runs take.
+  HttpProbe(std::shared_ptr<const HttpOptions> options, CurlMulti* curl, PlainHttp* plain)
       : options_(std::move(options)), curl_(curl), plain_(plain) {}
   ~HttpProbe() override { Cancel(); }
 
@@ -339,7 +340,7 @@ class HttpProbe final : public Probe {
   std::string DescribeFailure(CURLcode code) const;
 
   std::shared_ptr<const HttpOptions> options_;
-  CurlMulti& curl_;
+  CurlMulti* curl_;   // unless options_->plain is set
   PlainHttp* plain_;  // when options_->plain is set
   std::unique_ptr<Transfer> transfer_;
   DeferredCall deferred_;
@@ -425,12 +426,12 @@ void HttpProbe::Start(ProbeDone done) {
   }
   transfer_ = std::make_unique<Transfer>();
   Transfer* transfer = transfer_.get();
-  if (!curl_.AddQueued(
+  if (!curl_->AddQueued(
           transfer, options_->origin, options_->timeout,
           [this, transfer](CURL* easy) { return Configure(easy, *transfer); },
           [this](CURL* easy, int code) { OnDone(easy, code); })) {
     transfer_.reset();
-    deferred_.Schedule(curl_.event(), [this] {
+    deferred_.Schedule(curl_->event(), [this] {
       ProbeResult result;
       result.error = "could not start the request (libcurl refused it; out of memory?)";
       ProbeDone report = std::move(done_);
@@ -444,7 +445,7 @@ void HttpProbe::Cancel() {
   deferred_.Cancel();
   if (plain_ != nullptr) plain_->Cancel(this);
   if (transfer_ != nullptr) {
-    curl_.Remove(transfer_.get());
+    curl_->Remove(transfer_.get());
     transfer_.reset();
   }
   done_ = nullptr;
@@ -566,8 +567,10 @@ class HttpProbeConfig final : public ProbeConfig {
       : ProbeConfig(std::move(spec)), options_(std::move(options)) {}
 
   std::unique_ptr<Probe> Instantiate(ProbeContext& context) const override {
-    return std::make_unique<HttpProbe>(
-        options_, context.curl(), options_->plain != nullptr ? &context.plain_http() : nullptr);
+    if (options_->plain != nullptr) {
+      return std::make_unique<HttpProbe>(options_, nullptr, &context.plain_http());
+    }
+    return std::make_unique<HttpProbe>(options_, &context.curl(), nullptr);
   }
 
  private:

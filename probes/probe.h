@@ -41,10 +41,13 @@ struct ProbeSpec {
   SourceLocation where;
 };
 
-// Shared by all probes on one event loop: the loop and the one libcurl multi handle that
-// all HTTP probes share (so connections are reused across runs).
+// Shared by all probes on one event loop: the loop, the one libcurl multi handle that all
+// libcurl probes share and the plain HTTP client (so connections are reused across runs).
+// Both are made on first use: libcurl's global initialisation brings up OpenSSL (~2 MiB
+// resident), which a configuration without a libcurl probe never needs.
 // REQUIRES: every Probe instantiated from a context is idle (finished or Cancel()ed) or
-// destroyed before the context is destroyed; probes keep a reference to curl().
+// destroyed before the context is destroyed; probes keep a reference to curl() and
+// plain_http().
 class ProbeContext {
  public:
   // `event` must outlive the context.
@@ -55,7 +58,7 @@ class ProbeContext {
 
   sd_event* event() const { return event_; }
   CurlMulti& curl();
-  PlainHttp& plain_http();  // made on first use
+  PlainHttp& plain_http();
 
  private:
   sd_event* event_;

@@ -139,12 +139,14 @@ Result<std::shared_ptr<const ProbeConfig>> ParseProbeSection(const IniSection& s
   return config;
 }
 
-ProbeContext::ProbeContext(sd_event* event)
-    : event_(event), curl_(std::make_unique<CurlMulti>(event)) {}
+ProbeContext::ProbeContext(sd_event* event) : event_(event) {}
 
 ProbeContext::~ProbeContext() = default;
 
-CurlMulti& ProbeContext::curl() { return *curl_; }
+CurlMulti& ProbeContext::curl() {
+  if (curl_ == nullptr) curl_ = std::make_unique<CurlMulti>(event_);
+  return *curl_;
+}
 
 PlainHttp& ProbeContext::plain_http() {
   if (plain_http_ == nullptr) plain_http_ = std::make_unique<PlainHttp>(event_);
