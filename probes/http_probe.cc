@@ -336,6 +336,8 @@ class HttpProbe final : public Probe {
   bool Configure(CURL* easy, Transfer& transfer) const;
   void OnDone(CURL* easy, int code);
   void OnPlainDone(PlainHttpOutcome outcome);
+  // Hands the run's result to its ProbeDone, which is cleared first.
+  void Report(ProbeResult result);
   ProbeResult BuildResult(CURLcode code) const;
   std::string DescribeFailure(CURLcode code) const;
 
@@ -434,9 +436,7 @@ void HttpProbe::Start(ProbeDone done) {
     deferred_.Schedule(curl_->event(), [this] {
       ProbeResult result;
       result.error = "could not start the request (libcurl refused it; out of memory?)";
-      ProbeDone report = std::move(done_);
-      done_ = nullptr;
-      report(std::move(result));
+      Report(std::move(result));
     });
   }
 }
@@ -455,6 +455,10 @@ void HttpProbe::OnDone(CURL* easy, int code) {
   transfer_->easy = easy;  // null when the run never got its turn
   ProbeResult result = BuildResult(static_cast<CURLcode>(code));
   transfer_.reset();
+  Report(std::move(result));
+}
+
+void HttpProbe::Report(ProbeResult result) {
   ProbeDone done = std::move(done_);
   done_ = nullptr;
   // Last: `done` may start the next run or destroy this probe.
@@ -478,10 +482,7 @@ void HttpProbe::OnPlainDone(PlainHttpOutcome outcome) {
   } else {
     JudgeAnswer(*options_, outcome.status, outcome.body, result);
   }
-  ProbeDone done = std::move(done_);
-  done_ = nullptr;
-  // Last: `done` may start the next run or destroy this probe.
-  if (done) done(std::move(result));
+  Report(std::move(result));
 }
 
 std::string HttpProbe::DescribeFailure(CURLcode code) const {

@@ -73,7 +73,6 @@ struct PlainHttp::Connection {
   uint64_t connect_usec = 0;
   uint64_t idle_since_usec = 0;
   size_t sent = 0;
-  bool received = false;       // a byte of the current answer
   bool complete = false;       // the current answer is whole
   bool informational = false;  // the answer being read is a 1xx
   bool body_too_large = false;
@@ -226,7 +225,6 @@ void PlainHttp::StartAnswer(Connection& connection) {
   http_parser_init(&connection.parser, HTTP_RESPONSE);
   connection.parser.data = &connection;
   connection.sent = 0;
-  connection.received = false;
   connection.complete = false;
   connection.informational = false;
   connection.body_too_large = false;
@@ -265,7 +263,6 @@ int PlainHttp::OnReady(sd_event_source* /*source*/, int /*fd*/, uint32_t /*reven
   auto* client = static_cast<PlainHttp*>(self);
   epoll_event events[kReadyBatch];
   const int count = epoll_wait(client->epoll_fd_, events, kReadyBatch, 0);
-  const std::shared_ptr<bool> alive = client->alive_;
   for (int i = 0; i < count; ++i) {
     auto it = client->connections_.find(events[i].data.u64);
     if (it == client->connections_.end()) continue;  // closed by an earlier event
@@ -364,7 +361,7 @@ void PlainHttp::Receive(Connection& connection) {
     }
     if (received == 0) {
       // The end of a body read until the connection closes (HTTP/1.0 style) completes it.
-      if (connection.received) http_parser_execute(&connection.parser, &kSettings, nullptr, 0);
+      if (run.outcome.received) http_parser_execute(&connection.parser, &kSettings, nullptr, 0);
       if (connection.complete) {
         Answered(connection, /*clean=*/false);
       } else {
@@ -372,8 +369,7 @@ void PlainHttp::Receive(Connection& connection) {
       }
       return;
     }
-    if (!connection.received) {
-      connection.received = true;
+    if (!run.outcome.received) {
       run.outcome.received = true;
       run.outcome.first_byte_seconds = Seconds(NowUsec() - run.sent_usec);
       run.outcome.phase = PlainHttpOutcome::Phase::kReading;
@@ -403,20 +399,18 @@ void PlainHttp::Receive(Connection& connection) {
 void PlainHttp::Answered(Connection& connection, bool clean) {
   Run& run = *connection.run;
   const bool keep = clean && http_should_keep_alive(&connection.parser) != 0;
-  run.outcome.failure = PlainHttpOutcome::Failure::kNone;
   Finish(run, keep);
 }
 
 void PlainHttp::Lost(Connection& connection, int error) {
   Run& run = *connection.run;
-  if (!connection.received && connection.reused && !run.retried) {
+  if (!run.outcome.received && connection.reused && !run.retried) {
     // The peer closed a kept-alive connection as the request went out: send it once more
     // on a connection of its own.
     run.retried = true;
     run.connection = nullptr;
     connection.run = nullptr;
     Close(connection);
-    run.outcome.body.clear();
     Connect(run);
     return;
   }
@@ -486,8 +480,7 @@ int PlainHttp::OnExpiry(sd_event_source* /*source*/, uint64_t /*usec*/, void* se
     Run& run = *client->expiries_.begin()->second;
     client->Fail(run, PlainHttpOutcome::Failure::kTimeout);
   }
-  client->ArmExpiry();
-  client->DispatchFinished();
+  client->DispatchFinished();  // re-arms for the next deadline
   return 0;
 }
 
